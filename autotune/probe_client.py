@@ -1,0 +1,99 @@
+"""Runs one probe in an isolated child process and returns its typed result.
+
+The child is a fresh interpreter (``python -m probes.child``) in its own process group: an
+out-of-memory, a crash or a hang stays there. A child that outlives its timeout is killed with
+its whole group (DataLoader workers included) and reported as ``timeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from probes.protocol import ProbeRequest, ProbeResult
+
+log = logging.getLogger(__name__)
+
+STDERR_TAIL_CHARS = 4000
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _last_error_line(stderr: str) -> str:
+    """The most telling line of a child's stderr: the last exception line, else the last line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "error" in line or "Exception" in line:
+            return line
+    return lines[-1] if lines else ""
+
+
+def run_probe(request: ProbeRequest, timeout_s: float) -> ProbeResult:
+    """Run ``request`` in a child; never raises for what happens inside the child."""
+    with tempfile.TemporaryDirectory(prefix="autotune-probe-") as tmp:
+        request_path = Path(tmp) / "request.json"
+        result_path = Path(tmp) / "result.json"
+        stderr_path = Path(tmp) / "stderr.txt"
+        request_path.write_text(request.to_json())
+        started = time.perf_counter()
+        with open(stderr_path, "w") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "probes.child", str(request_path), str(result_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                start_new_session=True,
+            )
+            try:
+                proc.wait(timeout=timeout_s)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                timed_out = True
+            except BaseException:
+                _kill_group(proc)  # Ctrl-C in the tuner: take the probe down with it
+                raise
+        # Workers the child left behind belong to its group: clean them up.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        wall_s = time.perf_counter() - started
+        stderr_text = stderr_path.read_text(errors="replace")[-STDERR_TAIL_CHARS:]
+        if timed_out:
+            return ProbeResult(
+                status="timeout",
+                batch_size=request.batch_size,
+                wall_s=wall_s,
+                message=f"killed after {timeout_s:.0f} s without an answer (hung or far too slow)",
+            )
+        if result_path.exists():
+            result = ProbeResult.from_json(result_path.read_text())
+            if result.status == "error" and not result.message:
+                result.message = _last_error_line(stderr_text)
+            return result
+        code = proc.returncode
+        if code == -signal.SIGKILL:
+            # Nobody here killed it: on Linux that is the kernel's out-of-memory killer.
+            return ProbeResult(
+                status="oom",
+                batch_size=request.batch_size,
+                wall_s=wall_s,
+                message="killed by the operating system (out of host memory)",
+            )
+        detail = _last_error_line(stderr_text) or f"exit code {code}"
+        return ProbeResult(
+            status="error",
+            batch_size=request.batch_size,
+            wall_s=wall_s,
+            message=f"probe died (exit code {code}): {detail}",
+        )

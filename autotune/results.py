@@ -1,0 +1,155 @@
+"""Append-only CSV results: ``batch_probes.csv``, ``worker_trials.csv`` and ``runs.csv``.
+
+Rows are appended, never rewritten, and every row of one run shares its ``run_id``. Each append is
+a single write of whole lines followed by fsync, so an interrupted run never leaves half a row,
+and a new file appears with its header atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from autotune.errors import UserError
+
+# Shared by every file: which run, and under what conditions.
+RUN_KEY_COLUMNS = [
+    "run_id",
+    "timestamp",
+    "policy",
+    "device",
+    "gpu_name",
+    "precision",
+    "grad_checkpointing",
+    "cameras",
+    "image_h",
+    "image_w",
+    "memory_limit_bytes",
+]
+
+BATCH_PROBE_COLUMNS = RUN_KEY_COLUMNS + [
+    "phase",  # search, soak or throughput
+    "batch_size",
+    "status",  # ok, oom, error or timeout
+    "peak_allocated_bytes",
+    "peak_reserved_bytes",
+    "alloc_retries",
+    "step_time_s",
+    "samples_per_s",
+    "steps",
+    "wall_s",
+    "message",
+]
+
+WORKER_TRIAL_COLUMNS = RUN_KEY_COLUMNS + [
+    "trial",
+    "batch_size",
+    "num_workers",
+    "prefetch_factor",
+    "is_lerobot_default",
+    "status",
+    "data_s",
+    "updt_s",
+    "samples_per_s",
+    "data_fraction",
+    "loader_rss_bytes",
+    "steps",
+    "wall_s",
+    "message",
+]
+
+RUN_COLUMNS = RUN_KEY_COLUMNS + [
+    "status",  # ok or failed
+    "dataset",
+    "max_batch_size",
+    "certified",
+    "batch_size",
+    "num_workers",
+    "prefetch_factor",
+    "data_s",
+    "updt_s",
+    "samples_per_s",
+    "peak_reserved_bytes",
+    "default_samples_per_s",
+    "speedup_vs_default",
+    "probes",
+    "trials",
+    "gpu_uuid",
+    "driver_version",
+    "cuda_driver_version",
+    "torch_version",
+    "cpu_model",
+    "cpu_cores",
+    "wall_s",
+    "profile",
+    "message",
+]
+
+FILES: dict[str, list[str]] = {
+    "batch_probes.csv": BATCH_PROBE_COLUMNS,
+    "worker_trials.csv": WORKER_TRIAL_COLUMNS,
+    "runs.csv": RUN_COLUMNS,
+}
+
+
+def _render(columns: Sequence[str], rows: Iterable[Mapping[str, Any]], header: bool) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="raise", lineterminator="\n")
+    if header:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def check_header(path: Path, columns: Sequence[str]) -> None:
+    """Refuse to append to a file written with other columns (by another autotune version)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, newline="") as f:
+        existing = next(csv.reader(f), [])
+    if existing != list(columns):
+        raise UserError(
+            f"{path} has columns from another autotune version; move it aside and run again "
+            "(nothing was appended)"
+        )
+
+
+def append_rows(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Append ``rows`` to the CSV at ``path``, creating it with its header if needed."""
+    rows = list(rows)
+    if not rows:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size > 0:
+        check_header(path, columns)
+        data = _render(columns, rows, header=False)
+        with open(path, "a", newline="") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return
+    data = _render(columns, rows, header=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ResultsWriter:
+    """Writes one run's rows into the results folder's CSV files."""
+
+    def __init__(self, folder: Path, key: Mapping[str, Any]) -> None:
+        self.folder = folder
+        self.key = dict(key)
+        for name, columns in FILES.items():
+            check_header(folder / name, columns)
+
+    def add(self, name: str, row: Mapping[str, Any]) -> None:
+        append_rows(self.folder / name, FILES[name], [{**self.key, **row}])

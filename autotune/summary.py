@@ -1,0 +1,88 @@
+"""What a person reads on stdout: a profile as a table, the model description, the command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autotune.units import format_bytes
+
+
+def _rows(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def print_profile(p: dict[str, Any]) -> None:
+    fpr, cond = p["fingerprint"], p["conditions"]
+    machine = fpr.get("gpu_name") or f"CPU ({fpr.get('cpu_model', '')}, {fpr.get('cpu_cores')} cores)"
+    h, w = cond["image_size"]
+    search = p.get("search", {})
+    budget = cond["memory_limit_bytes"]
+    rows = [
+        ("machine", f"{machine} [{cond['device']}], torch {fpr.get('torch_version')}"),
+        (
+            "conditions",
+            f"{cond['precision']}, gradient checkpointing {'on' if cond['grad_checkpointing'] else 'off'}, "
+            f"{cond['cameras']} camera(s) {h}x{w}, budget {format_bytes(budget)}",
+        ),
+        (
+            "max batch size",
+            f"{p['max_batch_size']} ("
+            + (
+                f"certified: {p['max_batch_size']} fits, {p['max_batch_size'] + 1} runs out of memory"
+                if p.get("certified")
+                else "not certified: the search hit its upper bound"
+            )
+            + f"; {search.get('probes', '?')} probes)",
+        ),
+        (
+            "batch size",
+            f"{p['batch_size']} (peak {format_bytes(p['peak_reserved_bytes'])}, "
+            f"{100 * p['peak_reserved_bytes'] / budget:.0f}% of the budget; headroom {cond['headroom']:.0%})",
+        ),
+        (
+            "num_workers",
+            f"{p['num_workers']}"
+            + (f", prefetch_factor {p['prefetch_factor']}" if p.get("prefetch_factor") else ""),
+        ),
+        ("data_s / updt_s", f"{p['data_s']:.4f} s / {p['updt_s']:.4f} s per step"),
+        ("samples/s", f"{p['samples_per_s']:.2f}"),
+    ]
+    default = p.get("lerobot_default")
+    if default:
+        rows.append(
+            (
+                "LeRobot defaults",
+                f"{default['num_workers']} workers, prefetch {default['prefetch_factor']}: "
+                f"{default['samples_per_s']:.2f} samples/s (tuned is {p['speedup_vs_default']:.2f}x)",
+            )
+        )
+    rows.append(("profile run", f"{p['run_id']} at {p['created_at']}"))
+    print(f"autotune profile for {p['policy']}")
+    print(_rows(rows))
+    for note in p.get("notes", []):
+        print(f"  note: {note}")
+    print(p["lerobot_train_command"])
+
+
+def print_description(policy: str, info: dict[str, Any]) -> None:
+    scalars = [(k, v) for k, v in info.items() if not isinstance(v, (dict, list))]
+    print(f"{policy} model")
+    print(
+        _rows(
+            [(k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)) for k, v in scalars]
+        )
+    )
+    for key, value in info.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            print(
+                _rows(
+                    [
+                        (k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
+                        for k, v in value.items()
+                    ]
+                )
+            )
+        elif isinstance(value, list):
+            print(f"  {key}: {value}")

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set-up for autotune: a virtual environment in .venv with autotune and its dependencies.
+# Idempotent: a second run only checks what is installed. Torch comes from constraints.txt:
+# a build that runs on the GPU where one is present and on the CPU otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PYTHON --version 2>&1)" >&2
+  "$PYTHON" -m venv .venv
+fi
+
+extra=()
+if command -v nvidia-smi >/dev/null 2>&1; then
+  driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1 || true)
+  echo "[setup] NVIDIA driver ${driver:-unknown}" >&2
+  # The pinned torch wheel is built for CUDA 13, which needs driver 580 or newer. For an older
+  # driver, point AUTOTUNE_TORCH_INDEX at a PyTorch wheel index for your CUDA version.
+  if [ -n "${driver}" ] && [ "${driver%%.*}" -lt 580 ] && [ -z "${AUTOTUNE_TORCH_INDEX:-}" ]; then
+    echo "[setup] warning: driver ${driver} is older than CUDA 13 needs (580); torch will not see" \
+         "the GPU. Set AUTOTUNE_TORCH_INDEX to a PyTorch wheel index matching your CUDA and re-run." >&2
+  fi
+fi
+if [ -n "${AUTOTUNE_TORCH_INDEX:-}" ]; then
+  extra+=(--extra-index-url "$AUTOTUNE_TORCH_INDEX")
+fi
+
+echo "[setup] installing autotune and its dependencies into .venv" >&2
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+  -c constraints.txt "${extra[@]}" -e '.[dev]' 2> >(grep -v '^WARNING: Location' >&2)
+.venv/bin/python - <<'PY'
+import sys
+import torch, torchvision, av, optuna, pandas, pynvml  # noqa: F401
+gpu = "CUDA " + torch.version.cuda if torch.version.cuda else "CPU-only"
+print(f"[setup] ready: torch {torch.__version__} ({gpu} build), torchvision {torchvision.__version__}, "
+      f"av {av.__version__}, optuna {optuna.__version__}", file=sys.stderr)
+PY

@@ -1,0 +1,60 @@
+"""Fake probes with known memory curves, for testing the search's logic without a model."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from probes.protocol import ProbeResult
+
+MiB = 1024**2
+GiB = 1024**3
+
+
+@dataclass
+class FakeProbe:
+    """Answers ``ok`` below the budget and ``oom`` above, from a memory curve; counts calls."""
+
+    curve: Callable[[int], float]
+    budget_bytes: int
+    calls: list[int] = field(default_factory=list)
+    step_time: Callable[[int], float] = lambda b: 0.01 + 0.001 * b
+
+    def __call__(self, batch_size: int) -> ProbeResult:
+        self.calls.append(batch_size)
+        peak = self.curve(batch_size)
+        step = self.step_time(batch_size)
+        if peak > self.budget_bytes:
+            return ProbeResult(status="oom", batch_size=batch_size, message="fake out of memory")
+        return ProbeResult(
+            status="ok",
+            batch_size=batch_size,
+            peak_allocated_bytes=int(peak),
+            peak_reserved_bytes=int(peak),
+            step_time_s=step,
+            samples_per_s=batch_size / step,
+        )
+
+    def true_max(self, upper: int = 100_000) -> int:
+        best = 0
+        for b in range(1, upper + 1):
+            if self.curve(b) <= self.budget_bytes:
+                best = b
+            else:
+                break
+        return best
+
+
+def linear(fixed: float, per_sample: float) -> Callable[[int], float]:
+    return lambda b: fixed + per_sample * b
+
+
+def stepped(fixed: float, per_sample: float, block: float) -> Callable[[int], float]:
+    """A caching allocator's rounding: the line rounded up to whole blocks."""
+    return lambda b: math.ceil((fixed + per_sample * b) / block) * block
+
+
+def quadratic(fixed: float, per_sample: float, per_sample_sq: float) -> Callable[[int], float]:
+    """Attention-like growth: a term in the square of the batch."""
+    return lambda b: fixed + per_sample * b + per_sample_sq * b * b

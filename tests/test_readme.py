@@ -1,0 +1,38 @@
+"""The README stays in step with the code: every CSV column and profile field is documented,
+and CI runs exactly the README's test command."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from autotune.fingerprint import Fingerprint
+from autotune.profile import Conditions, Profile
+from autotune.results import FILES
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def documented(name: str) -> bool:
+    return f"`{name}`" in README
+
+
+def test_every_csv_column_is_in_the_readme() -> None:
+    missing = {f: [c for c in cols if not documented(c)] for f, cols in FILES.items()}
+    assert not any(missing.values()), missing
+
+
+def test_every_profile_field_is_in_the_readme() -> None:
+    for cls in (Profile, Conditions, Fingerprint):
+        missing = [f.name for f in dataclasses.fields(cls) if not documented(f.name)]
+        assert not missing, (cls.__name__, missing)
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    commands = re.findall(r"^(bash scripts/setup\.sh && \S.*?)\s+#", README, flags=re.M)
+    assert len(commands) == 2, commands
+    test_command = next(c for c in commands if "pytest" in c)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_command in ci.splitlines()

@@ -1,0 +1,127 @@
+"""The batch search: exact, certified, and far cheaper than doubling then bisecting."""
+
+from __future__ import annotations
+
+import pytest
+
+from autotune.baselines import accelerate_shrink, lightning_binsearch
+from autotune.errors import ProbeError
+from autotune.search import DEFAULT_MAX_BATCH, find_max_batch, fit_memory, recommend_batch
+from probes.protocol import ProbeResult
+from tests.fakes import FakeProbe, GiB, MiB, linear, quadratic, stepped
+
+CURVES = {
+    "linear": linear(0, 30 * MiB),
+    "linear_with_offset": linear(1.3 * GiB, 41 * MiB),
+    "allocator_steps_2mib": stepped(900 * MiB, 7.3 * MiB, 2 * MiB),
+    "allocator_steps_20mib": stepped(2.1 * GiB, 11.7 * MiB, 20 * MiB),
+    "convex": quadratic(500 * MiB, 9 * MiB, 0.002 * MiB),
+    "tiny_per_sample": linear(3 * GiB, 0.9 * MiB),
+}
+BUDGETS = [2 * GiB, 7.5 * GiB, 24 * GiB, 79 * GiB]
+
+
+@pytest.mark.parametrize("curve_name", sorted(CURVES))
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_search_finds_the_exact_certified_maximum(curve_name: str, budget: int) -> None:
+    probe = FakeProbe(CURVES[curve_name], budget)
+    truth = probe.true_max()
+    outcome = find_max_batch(probe, budget)
+    if truth > DEFAULT_MAX_BATCH:
+        assert outcome.max_batch == DEFAULT_MAX_BATCH and outcome.capped and not outcome.certified
+        return
+    assert outcome.max_batch == truth
+    if truth > 0:
+        assert outcome.certified
+        assert truth in probe.calls and truth + 1 in probe.calls
+        assert outcome.result_at(truth).fits
+        assert not outcome.result_at(truth + 1).fits
+
+
+@pytest.mark.parametrize("curve_name", sorted(CURVES))
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_search_needs_at_most_half_the_probes_of_doubling_then_bisecting(
+    curve_name: str, budget: int
+) -> None:
+    ours = FakeProbe(CURVES[curve_name], budget)
+    theirs = FakeProbe(CURVES[curve_name], budget)
+    mine = find_max_batch(ours, budget)
+    lightning = lightning_binsearch(theirs, budget)
+    assert mine.max_batch == lightning.max_batch
+    if mine.max_batch >= 16:
+        assert len(ours.calls) * 2 <= len(theirs.calls), (ours.calls, theirs.calls)
+
+
+def test_search_on_a_linear_curve_needs_five_probes() -> None:
+    probe = FakeProbe(linear(1 * GiB, 10 * MiB), 4 * GiB)
+    outcome = find_max_batch(probe, 4 * GiB)
+    assert outcome.max_batch == probe.true_max() == 307
+    # 1 and 4 fit the line; 90% of the way to its prediction anchors it next to the limit; then
+    # the maximum, and the size above it to certify.
+    assert probe.calls == [1, 4, 276, 307, 308]
+
+
+def test_search_reports_zero_when_even_batch_one_does_not_fit() -> None:
+    probe = FakeProbe(linear(5 * GiB, 10 * MiB), 4 * GiB)
+    outcome = find_max_batch(probe, 4 * GiB)
+    assert outcome.max_batch == 0
+    assert probe.calls == [1]
+
+
+def test_search_stops_at_the_cap_without_claiming_a_certified_maximum() -> None:
+    probe = FakeProbe(linear(1 * GiB, 1), 4 * GiB)
+    outcome = find_max_batch(probe, 4 * GiB, max_batch=64)
+    assert outcome.max_batch == 64
+    assert outcome.capped and not outcome.certified
+
+
+def test_search_surfaces_a_probe_error_instead_of_treating_it_as_out_of_memory() -> None:
+    def broken(batch_size: int) -> ProbeResult:
+        return ProbeResult(status="error", batch_size=batch_size, message="RuntimeError: boom")
+
+    with pytest.raises(ProbeError, match="boom"):
+        find_max_batch(broken, 4 * GiB)
+
+
+def test_search_surfaces_a_hung_probe() -> None:
+    def hung(batch_size: int) -> ProbeResult:
+        return ProbeResult(status="timeout", batch_size=batch_size, message="killed after 60 s")
+
+    with pytest.raises(ProbeError, match="timeout"):
+        find_max_batch(hung, 4 * GiB)
+
+
+def test_search_recovers_when_the_prediction_overshoots() -> None:
+    # Memory per sample grows sharply past 200: the line fitted at small sizes overshoots.
+    curve = lambda b: 1 * GiB + 10 * MiB * b + (0 if b <= 200 else 40 * MiB * (b - 200))  # noqa: E731
+    probe = FakeProbe(curve, 4 * GiB)
+    outcome = find_max_batch(probe, 4 * GiB)
+    assert outcome.max_batch == probe.true_max()
+    assert outcome.certified
+    baseline = FakeProbe(curve, 4 * GiB)
+    lightning_binsearch(baseline, 4 * GiB)
+    assert len(probe.calls) < len(baseline.calls)
+
+
+def test_fit_recovers_fixed_and_per_sample_cost() -> None:
+    fit = fit_memory([(1, 1 * GiB + 10 * MiB), (4, 1 * GiB + 40 * MiB), (100, 1 * GiB + 1000 * MiB)])
+    assert fit is not None
+    assert fit.fixed_bytes == pytest.approx(1 * GiB, rel=1e-9)
+    assert fit.per_sample_bytes == pytest.approx(10 * MiB, rel=1e-9)
+    assert fit_memory([(4, 1.0), (4, 2.0)]) is None
+
+
+def test_recommended_batch_keeps_the_headroom() -> None:
+    budget = 4 * GiB
+    probe = FakeProbe(linear(1 * GiB, 10 * MiB), budget)
+    outcome = find_max_batch(probe, budget)
+    rec = recommend_batch(outcome, 0.10)
+    assert 1 * GiB + 10 * MiB * rec <= 0.9 * budget < 1 * GiB + 10 * MiB * (rec + 1)
+    assert recommend_batch(outcome, 0.0) == outcome.max_batch
+
+
+def test_accelerate_style_halving_is_not_exact() -> None:
+    budget = 4 * GiB
+    probe = FakeProbe(linear(1 * GiB, 10 * MiB), budget)
+    outcome = accelerate_shrink(probe, budget, start=1024)
+    assert outcome.max_batch == 256  # the first power-of-two fraction that runs, not 307
