@@ -39,6 +39,17 @@ def _last_error_line(stderr: str) -> str:
     return lines[-1] if lines else ""
 
 
+def child_environment() -> dict[str, str]:
+    """The child's environment: ours, with glibc's allocator made to hand large blocks straight
+    back to the system. By default glibc raises its mmap threshold as blocks are freed, after
+    which freed tensors linger in the heap and a CPU probe's resident set no longer tracks the
+    memory it uses; a fixed threshold keeps the measurement faithful (it does not change CUDA)."""
+    env = dict(os.environ)
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", "131072")
+    return env
+
+
 def run_probe(request: ProbeRequest, timeout_s: float) -> ProbeResult:
     """Run ``request`` in a child; never raises for what happens inside the child."""
     with tempfile.TemporaryDirectory(prefix="autotune-probe-") as tmp:
@@ -50,6 +61,7 @@ def run_probe(request: ProbeRequest, timeout_s: float) -> ProbeResult:
         with open(stderr_path, "w") as stderr:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "probes.child", str(request_path), str(result_path)],
+                env=child_environment(),
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,

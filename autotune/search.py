@@ -92,19 +92,25 @@ class SearchOutcome:
 
 
 def _local_line(points: list[tuple[int, float]]) -> tuple[float, float] | None:
-    """Slope near the limit, and the peak of the largest fitting size.
+    """Slope near the limit, and the peak at the largest fitting size.
 
     The slope runs from the largest fitting size to the smallest one at least half as large (or
     the next one below): local enough to follow a bending curve, long enough that allocator
-    rounding between neighbouring sizes does not swamp it.
+    rounding between neighbouring sizes does not swamp it. If measurement noise makes that slope
+    vanish, a least-squares line over the same window takes over.
     """
     by_size = sorted(dict(points).items())
     if len(by_size) < 2:
         return None
     b2, p2 = by_size[-1]
-    near = [(b, p) for b, p in by_size[:-1] if b * 2 >= b2]
-    b1, p1 = near[0] if near else by_size[-2]
-    return (p2 - p1) / (b2 - b1), p2
+    window = [(b, p) for b, p in by_size if b * 2 >= b2]
+    b1, p1 = window[0] if len(window) >= 2 else by_size[-2]
+    slope = (p2 - p1) / (b2 - b1)
+    if slope <= 0 and len(window) >= 3:
+        fit = fit_memory(window)
+        assert fit is not None
+        return fit.per_sample_bytes, fit.predict(b2)
+    return slope, p2
 
 
 def find_max_batch(

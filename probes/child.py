@@ -27,8 +27,11 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def build(request: Any, on_exceed: Any) -> tuple[Any, Any, Any, Any, Any]:
-    """The device, memory meter, policy module, config and training step for ``request``."""
+def build(request: Any, on_exceed: Any, enforce: bool = True) -> tuple[Any, Any, Any, Any, Any]:
+    """The device, memory meter, policy module, config and training step for ``request``.
+
+    ``enforce=False`` measures a CPU probe's memory without treating the budget as a limit.
+    """
     import torch
 
     from probes.device import MemoryMeter, resolve_device
@@ -37,7 +40,9 @@ def build(request: Any, on_exceed: Any) -> tuple[Any, Any, Any, Any, Any]:
 
     torch.manual_seed(request.seed)
     device = resolve_device(request.device)
-    meter = MemoryMeter(device, request.memory_limit_bytes, on_exceed=on_exceed)
+    meter = MemoryMeter(
+        device, request.memory_limit_bytes, on_exceed=on_exceed if enforce else None
+    )
     meter.start()
     spec = request.model
     module = policy_module(spec.policy)
@@ -108,7 +113,10 @@ def run_worker_probe(request: Any, on_exceed: Any) -> dict[str, Any]:
     from probes.memory import PeakWatcher, children_of, pss_bytes
     from probes.train_step import FeatureStats, prepare_batch
 
-    device, meter, module, cfg, step = build(request, on_exceed)
+    # On CPU the loader's imports, prefetched batches and pinned buffers live in this process
+    # too; the batch was chosen with headroom, so here memory is measured, not enforced (on CUDA
+    # the allocator's cap still holds).
+    device, meter, module, cfg, step = build(request, on_exceed, enforce=False)
     dataset = FrameDataset(
         request.dataset_root,
         chunk_size=cfg.chunk_size,

@@ -102,7 +102,7 @@ class MemoryMeter:
         self.baseline_bytes = rss_bytes()
         self.watcher = PeakWatcher(
             lambda: rss_bytes() - self.baseline_bytes,
-            limit_bytes=self.limit_bytes,
+            limit_bytes=self.limit_bytes if self.on_exceed is not None else None,
             on_exceed=self.on_exceed,
         )
         self.watcher.start()
