@@ -1,4 +1,4 @@
-"""The ``autotune`` command line: ``run``, ``show`` and ``describe``."""
+"""The ``autotune`` command line: ``run``, ``show``, ``predict`` and ``describe``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from autotune import config as C
 from autotune.errors import ProbeError, UserError
-from autotune.units import parse_image_size, parse_size
+from autotune.units import format_bytes, parse_image_size, parse_size
 
 log = logging.getLogger("autotune")
 
@@ -172,6 +172,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="kill a probe that has not answered after this long (default 900)",
     )
     run.add_argument("--max-batch", type=_positive_int, default=8192, help="largest batch to consider")
+    run.add_argument(
+        "--throughput-points",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="batch sizes at or below the headroom batch to time (default 3 on CUDA, 2 on CPU)",
+    )
+    run.add_argument(
+        "--soak-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="steps the recommended batch trains for before it is trusted (default 20 on "
+        "CUDA, 5 on CPU; 0 skips the soak)",
+    )
+    run.add_argument(
+        "--target-batch",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="an effective batch to reach: split into batch_size x gradient accumulation steps",
+    )
+    run.add_argument(
+        "--compare",
+        action="store_true",
+        help="tune with gradient checkpointing on and off, recommend the fastest that fits",
+    )
+    run.add_argument(
+        "--compare-precision",
+        default=None,
+        metavar="LIST",
+        help="with --compare, also compare these precisions, e.g. bf16,fp16,fp32",
+    )
     run.add_argument("--force", action="store_true", help="re-tune even if the profile is up to date")
     run.add_argument("--seed", type=int, default=0)
 
@@ -179,6 +212,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_policy(show)
     show.add_argument("--results", type=Path, default=Path("results"))
     show.add_argument("--json", action="store_true", help="the profile as JSON")
+
+    predict = sub.add_parser(
+        "predict", help="predict the batch for another memory size from the latest profile"
+    )
+    _add_policy(predict)
+    predict.add_argument(
+        "--memory",
+        type=_size,
+        required=True,
+        metavar="SIZE",
+        help="a GPU's total memory, e.g. 12GiB (or an allocator budget with --budget)",
+    )
+    predict.add_argument(
+        "--budget",
+        action="store_true",
+        help="read --memory as an allocator budget like --memory-limit, not a card's size",
+    )
+    predict.add_argument(
+        "--headroom",
+        type=_fraction,
+        default=None,
+        help="headroom for the recommended batch (default: the profile's)",
+    )
+    predict.add_argument("--results", type=Path, default=Path("results"))
+    predict.add_argument("--json", action="store_true", help="a JSON object")
 
     describe = sub.add_parser("describe", help="print the model's configuration and parameter counts")
     _add_policy(describe)
@@ -266,6 +324,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             force=args.force,
             seed=args.seed,
             policy_overrides=_overrides(args.policy, args.overrides),
+            throughput_points=args.throughput_points,
+            soak_steps=args.soak_steps,
+            target_batch=args.target_batch,
+            compare=args.compare or args.compare_precision is not None,
+            compare_precisions=_precisions(args.compare_precision, device),
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -278,6 +341,62 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_profile(existing)
         return 0
     print_profile(profile.to_dict())
+    return 0
+
+
+def _precisions(text: str | None, device: str) -> list[str] | None:
+    if text is None:
+        return None
+    names = [p.strip().lower() for p in text.split(",") if p.strip()]
+    if not names or any(n not in C.PRECISIONS for n in names):
+        raise UserError(f"--compare-precision {text!r}: a comma-separated list of bf16, fp16, fp32")
+    return list(dict.fromkeys(_resolve_precision(n, device) for n in names))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from autotune.memory_model import MemoryModel, predict
+    from autotune.profile import profile_path, read_profile
+
+    data = read_profile(args.results, args.policy)
+    if data is None:
+        raise UserError(
+            f"no {args.policy} profile in {profile_path(args.results, args.policy)}; "
+            f"run: autotune run --policy {args.policy}"
+        )
+    if not data.get("memory_model"):
+        raise UserError(
+            f"the {args.policy} profile has no memory model (too few fitting probes); re-run with --force"
+        )
+    model = MemoryModel.from_dict(data["memory_model"])
+    headroom = data["conditions"]["headroom"] if args.headroom is None else args.headroom
+    result = predict(model, args.memory, headroom, card=not args.budget)
+    cond = data["conditions"]
+    if args.json:
+        print(
+            json.dumps({**result.__dict__, "headroom": headroom, "profile_run_id": data["run_id"]}, indent=2)
+        )
+        return 0
+    h, w = cond["image_size"]
+    what = "an allocator budget of" if args.budget else "a card with"
+    print(
+        f"{args.policy} on {what} {format_bytes(args.memory)}: predicted max batch {result.max_batch} "
+        f"(likely between {result.max_batch_low} and {result.max_batch_high}), recommended batch "
+        f"{result.recommended_batch} ({headroom:.0%} headroom)"
+    )
+    print(
+        f"  from the memory model measured on {data['fingerprint'].get('gpu_name') or 'CPU'} "
+        f"({data['precision']}, checkpointing {'on' if data['grad_checkpointing'] else 'off'}, "
+        f"{cond['cameras']} camera(s) {h}x{w}): {format_bytes(model.fixed_bytes)} fixed + "
+        f"{format_bytes(model.per_sample_bytes)} per sample"
+    )
+    if not args.budget and model.device_overhead_bytes:
+        print(f"  {format_bytes(model.device_overhead_bytes)} of the card is taken off for the CUDA context")
+    measured_total = model.budget_bytes + (model.device_overhead_bytes if not args.budget else 0)
+    if args.memory < measured_total:
+        print(
+            f"  to measure it on this machine instead: autotune run --policy {args.policy} "
+            f"--memory-limit {format_bytes(args.memory - (0 if args.budget else model.device_overhead_bytes)).replace(' ', '')}"
+        )
     return 0
 
 
@@ -330,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="[autotune] %(message)s",
         stream=sys.stderr,
     )
-    handlers = {"run": cmd_run, "show": cmd_show, "describe": cmd_describe}
+    handlers = {"run": cmd_run, "show": cmd_show, "describe": cmd_describe, "predict": cmd_predict}
     try:
         return handlers[args.command](args)
     except UserError as exc:

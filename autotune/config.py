@@ -39,6 +39,11 @@ class RunConfig:
     max_batch: int = 8192
     force: bool = False
     seed: int = 0
+    throughput_points: int | None = None  # None: per device type
+    soak_steps: int | None = None  # None: per device type; 0 skips the soak
+    target_batch: int | None = None
+    compare: bool = False
+    compare_precisions: list[str] | None = None
     policy_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -54,6 +59,13 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.soak_steps is not None and self.soak_steps < 0:
+            raise ValueError(f"--soak-steps must be 0 or more, got {self.soak_steps}")
+        if self.target_batch is not None and self.target_batch < 1:
+            raise ValueError(f"--target-batch must be at least 1, got {self.target_batch}")
+        for precision in self.compare_precisions or []:
+            if precision not in PRECISIONS:
+                raise ValueError(f"--compare-precision {precision!r}: choose from bf16, fp16, fp32")
         if self.probe_timeout_s <= 0:
             raise ValueError(f"--probe-timeout must be positive, got {self.probe_timeout_s}")
         if self.dataset is not None and (self.image_size is not None or self.cameras is not None):

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from probes.protocol import ProbeRequest, ProbeResult
@@ -50,8 +51,13 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def run_probe(request: ProbeRequest, timeout_s: float) -> ProbeResult:
-    """Run ``request`` in a child; never raises for what happens inside the child."""
+def run_probe(
+    request: ProbeRequest, timeout_s: float, on_start: Callable[[int], None] | None = None
+) -> ProbeResult:
+    """Run ``request`` in a child; never raises for what happens inside the child.
+
+    ``on_start`` receives the child's pid (also its process group id) once it is started.
+    """
     with tempfile.TemporaryDirectory(prefix="autotune-probe-") as tmp:
         request_path = Path(tmp) / "request.json"
         result_path = Path(tmp) / "result.json"
@@ -67,6 +73,8 @@ def run_probe(request: ProbeRequest, timeout_s: float) -> ProbeResult:
                 stderr=stderr,
                 start_new_session=True,
             )
+            if on_start is not None:
+                on_start(proc.pid)
             try:
                 proc.wait(timeout=timeout_s)
                 timed_out = False

@@ -31,6 +31,22 @@ class Conditions:
     dataset: str
     dataset_kind: str  # "synthetic" or "user"
     policy_overrides: dict[str, Any] = field(default_factory=dict)
+    compare: bool = False  # gradient checkpointing on and off were both tuned
+    compare_precisions: list[str] = field(default_factory=list)
+    target_batch: int | None = None
+
+
+@dataclass
+class Comparison:
+    """One variant tuned by ``--compare``."""
+
+    precision: str
+    grad_checkpointing: bool
+    max_batch_size: int
+    batch_size: int
+    samples_per_s: float
+    per_sample_bytes: float | None
+    probes: int
 
 
 @dataclass
@@ -51,9 +67,13 @@ class Profile:
     created_at: str
     fingerprint: dict[str, Any]
     conditions: Conditions
+    precision: str  # what the tuned values hold for (the fastest variant, with --compare)
+    grad_checkpointing: bool
     max_batch_size: int
     certified: bool
     batch_size: int
+    headroom_batch_size: int  # the largest batch that keeps the headroom
+    grad_accum_steps: int
     num_workers: int
     prefetch_factor: int | None
     data_s: float
@@ -63,10 +83,14 @@ class Profile:
     peak_reserved_bytes: int
     max_batch_peak_reserved_bytes: int
     memory_model: dict[str, float] | None
+    throughput_curve: list[dict[str, Any]]
+    soaks: list[dict[str, Any]]
+    comparisons: list[Comparison]
     lerobot_default: WorkerSetting | None
     speedup_vs_default: float | None
     search: dict[str, Any]
     study: dict[str, Any]
+    plots: dict[str, str]
     lerobot_train_args: list[str]
     lerobot_train_command: str
     notes: list[str] = field(default_factory=list)

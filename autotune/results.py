@@ -32,7 +32,7 @@ RUN_KEY_COLUMNS = [
 ]
 
 BATCH_PROBE_COLUMNS = RUN_KEY_COLUMNS + [
-    "phase",  # search, soak or throughput
+    "phase",  # search, throughput or soak
     "batch_size",
     "status",  # ok, oom, error or timeout
     "peak_allocated_bytes",
@@ -57,6 +57,8 @@ WORKER_TRIAL_COLUMNS = RUN_KEY_COLUMNS + [
     "samples_per_s",
     "data_fraction",
     "loader_rss_bytes",
+    "decode_s_per_sample",
+    "drained",
     "steps",
     "wall_s",
     "message",
@@ -68,6 +70,8 @@ RUN_COLUMNS = RUN_KEY_COLUMNS + [
     "max_batch_size",
     "certified",
     "batch_size",
+    "grad_accum_steps",
+    "lowered_by_soak",
     "num_workers",
     "prefetch_factor",
     "data_s",

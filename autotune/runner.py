@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from autotune import fingerprint as fp
+from autotune.batch import BatchDecision, decide_batch
 from autotune.config import DEFAULT_CAMERAS, DEFAULT_IMAGE_SIZE, RunConfig
 from autotune.errors import ProbeError, UserError
+from autotune.memory_model import MemoryModel, fit_model
+from autotune.plots import plot_batch, plot_workers
 from autotune.probe_client import run_probe
 from autotune.profile import (
+    Comparison,
     Conditions,
     Profile,
     WorkerSetting,
@@ -27,7 +31,7 @@ from autotune.profile import (
     write_profile,
 )
 from autotune.results import ResultsWriter
-from autotune.search import SearchOutcome, find_max_batch, recommend_batch
+from autotune.search import SearchOutcome, find_max_batch
 from autotune.study import StudyOutcome, TrialRecord, run_study
 from autotune.units import format_bytes
 from probes.policy import policy_module
@@ -44,8 +48,16 @@ SYNTHETIC_REPO_ID = "local/autotune-synthetic"
 
 BATCH_WARMUP_STEPS = 1
 BATCH_MEASURE_STEPS = 3
-WORKER_WARMUP_STEPS = 2
-WORKER_MEASURE_STEPS = 6
+# The soak: a longer run of the recommended batch (steps after warm-up) and how many sizes below
+# it to time, per device type; a CPU step is slow, so it gets fewer.
+SOAK_STEPS = {"cuda": 20, "cpu": 5}
+THROUGHPUT_POINTS = {"cuda": 3, "cpu": 2}
+# Worker trials: one warm-up step (it pays for starting the workers), then steps until the
+# prefetched batches are used up, then the measured steps. A GPU step is short, so it affords more
+# measured steps and a longer drain than a CPU step does.
+WORKER_WARMUP_STEPS = 1
+WORKER_MEASURE_STEPS = {"cuda": 8, "cpu": 3}
+WORKER_DRAIN_BUDGET_S = {"cuda": 120.0, "cpu": 30.0}
 
 
 @dataclass
@@ -181,6 +193,33 @@ def _comparable_dict(conditions: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class Variant:
+    """One way to train: the precision and whether gradient checkpointing is on."""
+
+    precision: str
+    grad_checkpointing: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.precision}, checkpointing {'on' if self.grad_checkpointing else 'off'}"
+
+
+@dataclass
+class VariantOutcome:
+    variant: Variant
+    search: SearchOutcome
+    decision: BatchDecision | None = None
+    model: MemoryModel | None = None
+
+    @property
+    def samples_per_s(self) -> float:
+        if self.decision is None:
+            return 0.0
+        point = next((p for p in self.decision.curve if p.batch_size == self.decision.batch_size), None)
+        return point.samples_per_s if point else 0.0
+
+
 class Run:
     """One ``autotune run``: owns the run id, the CSV writer and the probe requests."""
 
@@ -188,17 +227,26 @@ class Run:
         self.cfg = cfg
         self.run_id = new_run_id()
         self.started = time.perf_counter()
+        self.device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
+        self.probe_count = 0
 
-    def model_spec(self, data: DatasetShape) -> ModelSpec:
+    def model_spec(self, data: DatasetShape, variant: Variant) -> ModelSpec:
         return ModelSpec(
             policy=self.cfg.policy,
             cameras=data.cameras,
             image_size=data.image_size,
             state_dim=data.state_dim,
             action_dim=data.action_dim,
-            gradient_checkpointing=self.cfg.grad_checkpointing,
+            gradient_checkpointing=variant.grad_checkpointing,
             overrides=dict(self.cfg.policy_overrides),
         )
+
+    def variants(self) -> list[Variant]:
+        cfg = self.cfg
+        if not cfg.compare:
+            return [Variant(cfg.precision, cfg.grad_checkpointing)]
+        precisions = cfg.compare_precisions or [cfg.precision]
+        return [Variant(p, gc) for p in precisions for gc in (True, False)]
 
     def execute(self) -> tuple[Profile | None, list[str]]:
         """Tune; return the new profile (None when the existing one is up to date) and notes."""
@@ -212,8 +260,8 @@ class Run:
         else:
             ensure_writable(cfg.results)
             data = prepare_dataset(cfg)
-        spec = self.model_spec(data)
-        policy_cfg = _policy_config(module, spec)
+        requested = Variant(cfg.precision, cfg.grad_checkpointing)
+        policy_cfg = _policy_config(module, self.model_spec(data, requested))
         memory_limit = cfg.memory_limit_bytes or default_memory_limit(cfg)
         fingerprint = fp.take(cfg.device)
         conditions = Conditions(
@@ -230,6 +278,9 @@ class Run:
             dataset=str(data.root),
             dataset_kind=data.kind,
             policy_overrides=dict(cfg.policy_overrides),
+            compare=cfg.compare,
+            compare_precisions=list(cfg.compare_precisions or []),
+            target_batch=cfg.target_batch,
         )
         existing = read_profile(cfg.results, cfg.policy)
         if existing is not None and not cfg.force:
@@ -240,6 +291,7 @@ class Run:
             log.info("re-tuning: %s", ", ".join(reasons))
 
         key = {
+            "run_id": self.run_id,
             "timestamp": "",
             "policy": cfg.policy,
             "device": cfg.device,
@@ -250,7 +302,6 @@ class Run:
             "image_h": data.image_size[0],
             "image_w": data.image_size[1],
             "memory_limit_bytes": memory_limit,
-            "run_id": self.run_id,
         }
         writer = ResultsWriter(cfg.results, key)
         run_row: dict[str, Any] = {
@@ -263,50 +314,55 @@ class Run:
             "cpu_cores": fingerprint.cpu_cores,
         }
         log.info(
-            "run %s: %s on %s, %s, gradient checkpointing %s, budget %s, %d camera(s) %dx%d",
+            "run %s: %s on %s, budget %s, %d camera(s) %dx%d",
             self.run_id,
             cfg.policy,
             fingerprint.gpu_name or cfg.device,
-            cfg.precision,
-            "on" if cfg.grad_checkpointing else "off",
             format_bytes(memory_limit),
             data.cameras,
             *data.image_size,
         )
         try:
-            search = self.search(spec, memory_limit, writer)
-            run_row.update(
-                max_batch_size=search.max_batch, certified=search.certified, probes=len(search.probes)
-            )
-            if search.max_batch == 0:
-                first = search.probes[0]
+            outcomes = [self.tune_batch(v, data, memory_limit, writer) for v in self.variants()]
+            fitting = [o for o in outcomes if o.decision is not None]
+            run_row["probes"] = self.probe_count
+            if not fitting:
+                first = outcomes[0].search.probes[0]
                 raise UserError(
                     f"even batch 1 does not fit in {format_bytes(memory_limit)} "
                     f"({first.message or 'out of memory'}); raise --memory-limit, lower the image "
                     "size or turn on --grad-checkpointing"
                 )
-            batch = recommend_batch(search, cfg.headroom)
-            log.info(
-                "max batch %d (%s); recommended batch %d keeps %.0f%% headroom",
-                search.max_batch,
-                "certified" if search.certified else "capped at --max-batch",
-                batch,
-                cfg.headroom * 100,
+            winner = max(fitting, key=lambda o: o.samples_per_s)
+            if len(outcomes) > 1:
+                log.info("fastest that fits: %s", winner.variant.label)
+            decision = winner.decision
+            assert decision is not None
+            run_row.update(
+                precision=winner.variant.precision,
+                grad_checkpointing=winner.variant.grad_checkpointing,
+                max_batch_size=winner.search.max_batch,
+                certified=winner.search.certified,
             )
-            study = self.study(spec, data, batch, memory_limit, conditions, fingerprint, writer)
+            spec = self.model_spec(data, winner.variant)
+            study = self.study(
+                spec, winner.variant, data, decision.batch_size, memory_limit, conditions, fingerprint, writer
+            )
         except (UserError, ProbeError, KeyboardInterrupt) as exc:
-            run_row.update(status="failed", message=str(exc) or type(exc).__name__)
+            run_row.update(status="failed", message=str(exc) or type(exc).__name__, probes=self.probe_count)
             run_row["wall_s"] = round(time.perf_counter() - self.started, 3)
             writer.add("runs.csv", _stamped(run_row))
             raise
         profile = self.build_profile(
-            module, policy_cfg, data, conditions, fingerprint, search, batch, study, memory_limit
+            module, policy_cfg, data, conditions, fingerprint, winner, outcomes, study, memory_limit
         )
         path = write_profile(cfg.results, profile)
         best = study.best.result
         run_row.update(
             status="ok",
-            batch_size=batch,
+            batch_size=profile.batch_size,
+            grad_accum_steps=profile.grad_accum_steps,
+            lowered_by_soak=decision.lowered_by_soak,
             num_workers=profile.num_workers,
             prefetch_factor=profile.prefetch_factor,
             data_s=best.data_s,
@@ -322,36 +378,82 @@ class Run:
         writer.add("runs.csv", _stamped(run_row))
         return profile, profile.notes
 
-    def search(self, spec: ModelSpec, memory_limit: int, writer: ResultsWriter) -> SearchOutcome:
+    def batch_request(
+        self, spec: ModelSpec, variant: Variant, batch_size: int, memory_limit: int, phase: str
+    ) -> ProbeRequest:
         cfg = self.cfg
-        count = 0
+        soak_steps = cfg.soak_steps if cfg.soak_steps is not None else SOAK_STEPS[self.device_type]
+        return ProbeRequest(
+            kind="batch",
+            model=spec,
+            device=cfg.device,
+            precision=variant.precision,
+            batch_size=batch_size,
+            memory_limit_bytes=memory_limit,
+            warmup_steps=BATCH_WARMUP_STEPS,
+            measure_steps=soak_steps if phase == "soak" else BATCH_MEASURE_STEPS,
+            seed=cfg.seed,
+            vary_padding=phase == "soak",
+        )
 
-        def probe(batch_size: int) -> ProbeResult:
-            nonlocal count
-            count += 1
-            log.info("probe %d: batch %d ...", count, batch_size)
-            request = ProbeRequest(
-                kind="batch",
-                model=spec,
-                device=cfg.device,
-                precision=cfg.precision,
-                batch_size=batch_size,
-                memory_limit_bytes=memory_limit,
-                warmup_steps=BATCH_WARMUP_STEPS,
-                measure_steps=BATCH_MEASURE_STEPS,
-                seed=cfg.seed,
+    def tune_batch(
+        self, variant: Variant, data: DatasetShape, memory_limit: int, writer: ResultsWriter
+    ) -> VariantOutcome:
+        """The certified maximum, then throughput and soak, for one variant."""
+        cfg = self.cfg
+        spec = self.model_spec(data, variant)
+        variant_columns = {"precision": variant.precision, "grad_checkpointing": variant.grad_checkpointing}
+
+        def probe(batch_size: int, phase: str = "search") -> ProbeResult:
+            self.probe_count += 1
+            number = self.probe_count
+            log.info("probe %d (%s, %s): batch %d ...", number, phase, variant.label, batch_size)
+            result = run_probe(
+                self.batch_request(spec, variant, batch_size, memory_limit, phase), cfg.probe_timeout_s
             )
-            return run_probe(request, cfg.probe_timeout_s)
+            log.info("probe %d: batch %d %s", number, batch_size, _describe_probe(result))
+            writer.add("batch_probes.csv", _stamped({**variant_columns, **_probe_row(result, phase)}))
+            return result
 
-        def record(result: ProbeResult) -> None:
-            log.info("probe %d: batch %d %s", count, result.batch_size, _describe_probe(result))
-            writer.add("batch_probes.csv", _stamped(_probe_row(result, "search")))
-
-        return find_max_batch(probe, memory_limit, max_batch=cfg.max_batch, on_probe=record)
+        search = find_max_batch(probe, memory_limit, max_batch=cfg.max_batch)
+        outcome = VariantOutcome(variant=variant, search=search)
+        if search.max_batch == 0:
+            log.warning("%s: even batch 1 does not fit", variant.label)
+            return outcome
+        log.info(
+            "%s: max batch %d (%s, %d probes)",
+            variant.label,
+            search.max_batch,
+            "certified" if search.certified else "capped at --max-batch",
+            len(search.probes),
+        )
+        overhead = max((p.device_overhead_bytes for p in search.probes), default=0)
+        outcome.model = fit_model(search, overhead)
+        soak_steps = cfg.soak_steps if cfg.soak_steps is not None else SOAK_STEPS[self.device_type]
+        points = cfg.throughput_points or THROUGHPUT_POINTS[self.device_type]
+        outcome.decision = decide_batch(
+            search,
+            probe,
+            headroom=cfg.headroom,
+            throughput_points=points,
+            soak=soak_steps > 0,
+            target_batch=cfg.target_batch,
+        )
+        d = outcome.decision
+        log.info(
+            "%s: batch %d recommended (headroom allows %d%s), %.2f samples/s",
+            variant.label,
+            d.batch_size,
+            d.headroom_batch,
+            ", lowered by the soak" if d.lowered_by_soak else "",
+            outcome.samples_per_s,
+        )
+        return outcome
 
     def study(
         self,
         spec: ModelSpec,
+        variant: Variant,
         data: DatasetShape,
         batch: int,
         memory_limit: int,
@@ -360,20 +462,25 @@ class Run:
         writer: ResultsWriter,
     ) -> StudyOutcome:
         cfg = self.cfg
-        study_key = _conditions_key(conditions, fingerprint, {"batch_size": batch, "policy": cfg.policy})
+        study_key = _conditions_key(
+            conditions, fingerprint, {"batch_size": batch, "policy": cfg.policy, "variant": asdict(variant)}
+        )
         study_name = f"{cfg.policy}-{study_key}"
         cores = fingerprint.cpu_cores
+        device_type = self.device_type
+        variant_columns = {"precision": variant.precision, "grad_checkpointing": variant.grad_checkpointing}
 
         def trial(workers: int, prefetch: int | None) -> ProbeResult:
             request = ProbeRequest(
                 kind="workers",
                 model=spec,
                 device=cfg.device,
-                precision=cfg.precision,
+                precision=variant.precision,
                 batch_size=batch,
                 memory_limit_bytes=memory_limit,
                 warmup_steps=WORKER_WARMUP_STEPS,
-                measure_steps=WORKER_MEASURE_STEPS,
+                measure_steps=WORKER_MEASURE_STEPS[device_type],
+                drain_budget_s=WORKER_DRAIN_BUDGET_S[device_type],
                 dataset_root=str(data.root),
                 num_workers=workers,
                 prefetch_factor=prefetch,
@@ -392,7 +499,7 @@ class Run:
                 if r.fits
                 else f"{r.status}: {r.message}",
             )
-            writer.add("worker_trials.csv", _stamped(_trial_row(t)))
+            writer.add("worker_trials.csv", _stamped({**variant_columns, **_trial_row(t)}))
 
         log.info("worker study at batch %d: %d trial(s), num_workers 0..%d", batch, cfg.trials, max(cores, 4))
         return run_study(
@@ -413,31 +520,36 @@ class Run:
         data: DatasetShape,
         conditions: Conditions,
         fingerprint: fp.Fingerprint,
-        search: SearchOutcome,
-        batch: int,
+        winner: VariantOutcome,
+        outcomes: list[VariantOutcome],
         study: StudyOutcome,
         memory_limit: int,
     ) -> Profile:
         cfg = self.cfg
+        search, decision = winner.search, winner.decision
+        assert decision is not None
+        batch = decision.batch_size
         best = study.best
         default = study.lerobot_default
-        at_batch = search.result_at(batch)
-        if at_batch is not None and at_batch.fits:
-            peak_alloc, peak_reserved = at_batch.peak_allocated_bytes, at_batch.peak_reserved_bytes
-        elif search.fit is not None:
-            peak_alloc = peak_reserved = int(search.fit.predict(batch))
+        measured = decision.soak_result or search.result_at(batch)
+        if measured is not None and measured.fits:
+            peak_alloc, peak_reserved = measured.peak_allocated_bytes, measured.peak_reserved_bytes
+        elif winner.model is not None:
+            peak_alloc = peak_reserved = int(winner.model.fixed_bytes + winner.model.per_sample_bytes * batch)
         else:
             peak_alloc, peak_reserved = best.result.peak_allocated_bytes, best.result.peak_reserved_bytes
         at_max = search.result_at(search.max_batch)
+        policy_args = module.lerobot_args(policy_cfg)
         args = lerobot_train_args(
-            policy_args=module.lerobot_args(policy_cfg),
+            policy_args=policy_args,
             dataset_repo_id=data.repo_id,
             dataset_root=str(data.root.resolve()),
             device=cfg.device,
-            precision=cfg.precision,
+            precision=winner.variant.precision,
             batch_size=batch,
             num_workers=best.num_workers,
             prefetch_factor=best.prefetch_factor,
+            grad_accum_steps=decision.grad_accum_steps,
         )
         notes = []
         if data.kind == "synthetic":
@@ -445,25 +557,55 @@ class Run:
                 "tuned on autotune's synthetic dataset: point --dataset.repo_id/--dataset.root at "
                 "your own data (or tune with --dataset) before training"
             )
-        if cfg.grad_checkpointing:
+        if winner.variant.grad_checkpointing:
             notes.append(
                 "the batch assumes gradient checkpointing, which released lerobot-train does not "
                 "have for ACT or SmolVLA; without it use a profile tuned with --no-grad-checkpointing"
             )
         if search.capped:
             notes.append(f"the search stopped at --max-batch {cfg.max_batch} without running out of memory")
+        if peak_reserved > (1 - cfg.headroom) * memory_limit:
+            notes.append(
+                f"the {cfg.headroom:.0%} headroom cannot be kept: batch {batch} already peaks at "
+                f"{format_bytes(peak_reserved)} of the {format_bytes(memory_limit)} budget"
+            )
+        if decision.lowered_by_soak:
+            failed = [s for s in decision.soaks if s.lowered]
+            notes.append(
+                "the soak lowered the batch: "
+                + ", ".join(f"batch {s.batch_size} failed ({s.reason})" for s in failed)
+            )
+        if batch < decision.headroom_batch and not decision.lowered_by_soak and decision.target_batch is None:
+            notes.append(
+                f"batch {batch} is faster than the largest batch within the headroom "
+                f"({decision.headroom_batch}), so it is recommended"
+            )
+        undrained = [t for t in study.trials if t.result.fits and not t.result.drained]
+        if undrained:
+            notes.append(
+                f"{len(undrained)} worker trial(s) stopped before their prefetched batches were used "
+                "up; their data_s may be optimistic"
+            )
+        comparisons = [_comparison(o) for o in outcomes]
+        if len(outcomes) > 1:
+            notes.extend(_comparison_notes(outcomes))
         speedup = None
         if default is not None and default.result.samples_per_s > 0:
             speedup = best.result.samples_per_s / default.result.samples_per_s
+        plots = self.plots(winner, study, memory_limit)
         return Profile(
             policy=cfg.policy,
             run_id=self.run_id,
             created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             fingerprint=fingerprint.to_dict(),
             conditions=conditions,
+            precision=winner.variant.precision,
+            grad_checkpointing=winner.variant.grad_checkpointing,
             max_batch_size=search.max_batch,
             certified=search.certified,
             batch_size=batch,
+            headroom_batch_size=decision.headroom_batch,
+            grad_accum_steps=decision.grad_accum_steps,
             num_workers=best.num_workers,
             prefetch_factor=best.prefetch_factor,
             data_s=best.result.data_s,
@@ -472,16 +614,10 @@ class Run:
             peak_allocated_bytes=int(peak_alloc),
             peak_reserved_bytes=int(peak_reserved),
             max_batch_peak_reserved_bytes=at_max.peak_reserved_bytes if at_max else 0,
-            memory_model=(
-                {
-                    "fixed_bytes": search.fit.fixed_bytes,
-                    "per_sample_bytes": search.fit.per_sample_bytes,
-                    "points": search.fit.points,
-                    "max_rel_error": search.fit.max_rel_error,
-                }
-                if search.fit
-                else None
-            ),
+            memory_model=winner.model.to_dict() if winner.model else None,
+            throughput_curve=[asdict(p) for p in decision.curve],
+            soaks=[asdict(s) for s in decision.soaks],
+            comparisons=comparisons,
             lerobot_default=(
                 WorkerSetting(
                     num_workers=default.num_workers,
@@ -505,10 +641,97 @@ class Run:
                 "study_name": study.study_name,
                 "wall_s": round(sum(t.result.wall_s for t in study.trials if not t.resumed), 3),
             },
+            plots=plots,
             lerobot_train_args=args,
             lerobot_train_command=command_line(args),
             notes=notes,
         )
+
+    def plots(self, winner: VariantOutcome, study: StudyOutcome, memory_limit: int) -> dict[str, str]:
+        cfg = self.cfg
+        decision = winner.decision
+        assert decision is not None
+        folder = cfg.results / "plots"
+        probe_rows = [
+            {
+                "batch_size": p.batch_size,
+                "status": p.status,
+                "peak_reserved_bytes": p.peak_reserved_bytes,
+                "samples_per_s": p.samples_per_s,
+            }
+            for p in winner.search.probes
+        ] + [
+            {
+                "batch_size": p.batch_size,
+                "status": "ok",
+                "peak_reserved_bytes": p.peak_reserved_bytes,
+                "samples_per_s": p.samples_per_s,
+            }
+            for p in decision.curve
+            if p.phase != "search"
+        ]
+        title = f"{cfg.policy}, {winner.variant.label}, run {self.run_id}"
+        batch_png = plot_batch(
+            folder / f"{cfg.policy}-{self.run_id}-batch.png",
+            title=title,
+            probes=probe_rows,
+            budget_bytes=memory_limit,
+            headroom=cfg.headroom,
+            max_batch=winner.search.max_batch,
+            batch_size=decision.batch_size,
+            fit=(winner.model.fixed_bytes, winner.model.per_sample_bytes) if winner.model else None,
+        )
+        trial_rows = [
+            {
+                "num_workers": t.num_workers,
+                "prefetch_factor": t.prefetch_factor,
+                "samples_per_s": t.result.samples_per_s,
+                "data_s": t.result.data_s,
+                "updt_s": t.result.updt_s,
+                "status": t.result.status,
+            }
+            for t in study.trials
+        ]
+        workers_png = plot_workers(
+            folder / f"{cfg.policy}-{self.run_id}-workers.png",
+            title=f"{title}, batch {decision.batch_size}",
+            trials=trial_rows,
+            chosen=study.best.num_workers,
+        )
+        return {"batch": str(batch_png), "workers": str(workers_png)}
+
+
+def _comparison(o: VariantOutcome) -> Comparison:
+    d = o.decision
+    return Comparison(
+        precision=o.variant.precision,
+        grad_checkpointing=o.variant.grad_checkpointing,
+        max_batch_size=o.search.max_batch,
+        batch_size=d.batch_size if d else 0,
+        samples_per_s=o.samples_per_s,
+        per_sample_bytes=o.model.per_sample_bytes if o.model else None,
+        probes=len(o.search.probes),
+    )
+
+
+def _comparison_notes(outcomes: list[VariantOutcome]) -> list[str]:
+    """What gradient checkpointing costs in speed and buys in memory, per precision."""
+    notes = []
+    by_key = {(o.variant.precision, o.variant.grad_checkpointing): o for o in outcomes}
+    for precision in dict.fromkeys(o.variant.precision for o in outcomes):
+        on, off = by_key.get((precision, True)), by_key.get((precision, False))
+        if not on or not off or not on.decision or not off.decision:
+            continue
+        text = f"{precision}: checkpointing fits batch {on.search.max_batch} against {off.search.max_batch} without"
+        if on.model and off.model:
+            text += (
+                f" ({format_bytes(on.model.per_sample_bytes)} per sample against "
+                f"{format_bytes(off.model.per_sample_bytes)})"
+            )
+        if off.samples_per_s > 0:
+            text += f", at {on.samples_per_s / off.samples_per_s:.2f}x the samples/s"
+        notes.append(text)
+    return notes
 
 
 def _policy_config(module: Any, spec: ModelSpec) -> Any:
@@ -569,6 +792,8 @@ def _trial_row(t: TrialRecord) -> dict[str, Any]:
         "samples_per_s": round(r.samples_per_s, 4),
         "data_fraction": round(r.data_s / total, 4) if total > 0 else None,
         "loader_rss_bytes": r.loader_rss_bytes,
+        "decode_s_per_sample": round(r.decode_s_per_sample, 6),
+        "drained": r.drained,
         "steps": r.steps,
         "wall_s": round(r.wall_s, 3),
         "message": r.message,

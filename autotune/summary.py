@@ -22,7 +22,7 @@ def print_profile(p: dict[str, Any]) -> None:
         ("machine", f"{machine} [{cond['device']}], torch {fpr.get('torch_version')}"),
         (
             "conditions",
-            f"{cond['precision']}, gradient checkpointing {'on' if cond['grad_checkpointing'] else 'off'}, "
+            f"{p['precision']}, gradient checkpointing {'on' if p['grad_checkpointing'] else 'off'}, "
             f"{cond['cameras']} camera(s) {h}x{w}, budget {format_bytes(budget)}",
         ),
         (
@@ -38,7 +38,9 @@ def print_profile(p: dict[str, Any]) -> None:
         (
             "batch size",
             f"{p['batch_size']} (peak {format_bytes(p['peak_reserved_bytes'])}, "
-            f"{100 * p['peak_reserved_bytes'] / budget:.0f}% of the budget; headroom {cond['headroom']:.0%})",
+            f"{100 * p['peak_reserved_bytes'] / budget:.0f}% of the budget; headroom {cond['headroom']:.0%}"
+            + (", soaked" if p.get("soaks") else "")
+            + ")",
         ),
         (
             "num_workers",
@@ -57,6 +59,32 @@ def print_profile(p: dict[str, Any]) -> None:
                 f"{default['samples_per_s']:.2f} samples/s (tuned is {p['speedup_vs_default']:.2f}x)",
             )
         )
+    if p.get("grad_accum_steps", 1) > 1:
+        rows.insert(
+            4,
+            (
+                "accumulation",
+                f"{p['grad_accum_steps']} steps: effective batch {p['batch_size'] * p['grad_accum_steps']}",
+            ),
+        )
+    for c in p.get("comparisons", []) if len(p.get("comparisons", [])) > 1 else []:
+        rows.append(
+            (
+                "compared",
+                f"{c['precision']}, checkpointing {'on' if c['grad_checkpointing'] else 'off'}: max batch "
+                f"{c['max_batch_size']}, batch {c['batch_size']}, {c['samples_per_s']:.2f} samples/s",
+            )
+        )
+    model = p.get("memory_model")
+    if model:
+        rows.append(
+            (
+                "memory model",
+                f"{format_bytes(model['fixed_bytes'])} + {format_bytes(model['per_sample_bytes'])} per sample",
+            )
+        )
+    if p.get("plots"):
+        rows.append(("plots", ", ".join(p["plots"].values())))
     rows.append(("profile run", f"{p['run_id']} at {p['created_at']}"))
     print(f"autotune profile for {p['policy']}")
     print(_rows(rows))

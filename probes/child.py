@@ -40,9 +40,7 @@ def build(request: Any, on_exceed: Any, enforce: bool = True) -> tuple[Any, Any,
 
     torch.manual_seed(request.seed)
     device = resolve_device(request.device)
-    meter = MemoryMeter(
-        device, request.memory_limit_bytes, on_exceed=on_exceed if enforce else None
-    )
+    meter = MemoryMeter(device, request.memory_limit_bytes, on_exceed=on_exceed if enforce else None)
     meter.start()
     spec = request.model
     module = policy_module(spec.policy)
@@ -86,17 +84,35 @@ def run_batch_probe(request: Any, on_exceed: Any) -> dict[str, Any]:
         log.info("batch %d step %d: %.3f s", request.batch_size, i, elapsed)
     peak = meter.peak()
     median = statistics.median(times)
+    over = peak.reserved_bytes > peak.limit_bytes
     return {
-        "status": "oom" if peak.reserved_bytes > peak.limit_bytes else "ok",
+        "status": "oom" if over else "ok",
+        "message": f"measured peak {peak.reserved_bytes} B passed the {peak.limit_bytes} B budget"
+        if over
+        else "",
         "peak_allocated_bytes": peak.allocated_bytes,
         "peak_reserved_bytes": peak.reserved_bytes,
         "alloc_retries": peak.alloc_retries,
+        "device_overhead_bytes": peak.overhead_bytes,
         "step_time_s": median,
         "samples_per_s": request.batch_size / median,
         "steps": len(times),
         "updt_s": median,
         "step_times_s": times,
     }
+
+
+def time_samples(dataset: Any, seed: int, samples: int = 6) -> float:
+    """Seconds one process takes to read one sample (decode every camera, read the chunk)."""
+    import random
+
+    rng = random.Random(seed)
+    indices = [rng.randrange(len(dataset)) for _ in range(samples + 1)]
+    dataset[indices[0]]  # open the parquet data once, as a worker's first sample does
+    t0 = time.perf_counter()
+    for i in indices[1:]:
+        dataset[i]
+    return (time.perf_counter() - t0) / samples
 
 
 def run_worker_probe(request: Any, on_exceed: Any) -> dict[str, Any]:
@@ -124,6 +140,7 @@ def run_worker_probe(request: Any, on_exceed: Any) -> dict[str, Any]:
     )
     stats = {key: FeatureStats(mean=value.mean, std=value.std) for key, value in dataset.stats.items()}
     workers = request.num_workers
+    decode_s = time_samples(dataset, request.seed)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=request.batch_size,
@@ -140,9 +157,13 @@ def run_worker_probe(request: Any, on_exceed: Any) -> dict[str, Any]:
     loader_memory = PeakWatcher(lambda: sum(pss_bytes(pid) for pid in children_of(me)), interval_s=0.25)
     loader_memory.start()
     batches = itertools.chain.from_iterable(itertools.repeat(loader))  # LeRobot's cycled iterator
+    buffered = workers * (request.prefetch_factor or 0)
     data_times: list[float] = []
     step_times: list[float] = []
-    for i in range(request.warmup_steps + request.measure_steps):
+    drain_started = None
+    step_index = 0
+    drained = True
+    while True:
         t0 = time.perf_counter()
         batch = next(batches)
         prepared = prepare_batch(batch, device, stats)
@@ -152,10 +173,29 @@ def run_worker_probe(request: Any, on_exceed: Any) -> dict[str, Any]:
         synchronize(device)
         t2 = time.perf_counter()
         meter.check()
-        log.info("workers %d step %d: data %.3f s, update %.3f s", workers, i, t1 - t0, t2 - t1)
-        if i >= request.warmup_steps:
-            data_times.append(t1 - t0)
-            step_times.append(t2 - t1)
+        log.info("workers %d step %d: data %.3f s, update %.3f s", workers, step_index, t1 - t0, t2 - t1)
+        step_index += 1
+        if step_index <= request.warmup_steps:
+            continue
+        data_times.append(t1 - t0)
+        step_times.append(t2 - t1)
+        drain_started = drain_started or t0
+        after_warmup = len(step_times)
+        if after_warmup < request.measure_steps:
+            continue
+        if after_warmup >= buffered + request.measure_steps:
+            break
+        # Workers that produce a batch faster than the step consumes one keep the buffer full:
+        # the steady state is already here, with nothing to drain.
+        produce_s = request.batch_size * decode_s / workers if workers else float("inf")
+        if produce_s <= statistics.fmean(step_times):
+            break
+        if t2 - drain_started >= request.drain_budget_s:
+            drained = False
+            break
+    # The steady state: the last measure_steps steps.
+    data_times = data_times[-request.measure_steps :]
+    step_times = step_times[-request.measure_steps :]
     loader_rss = loader_memory.stop()
     peak = meter.peak()
     data_s = statistics.fmean(data_times)
@@ -171,6 +211,8 @@ def run_worker_probe(request: Any, on_exceed: Any) -> dict[str, Any]:
         "samples_per_s": request.batch_size / (data_s + updt_s),
         "steps": len(step_times),
         "loader_rss_bytes": loader_rss,
+        "drained": drained,
+        "decode_s_per_sample": decode_s,
         "step_times_s": step_times,
         "data_times_s": data_times,
     }

@@ -66,6 +66,7 @@ class MemoryPeak:
     reserved_bytes: int
     alloc_retries: int
     limit_bytes: int
+    overhead_bytes: int = 0
 
 
 class MemoryMeter:
@@ -87,6 +88,7 @@ class MemoryMeter:
         self.limit_bytes = limit_bytes
         self.on_exceed = on_exceed
         self.baseline_bytes = 0
+        self.overhead_bytes = 0
         self.watcher: PeakWatcher | None = None
 
     def start(self) -> None:
@@ -94,6 +96,7 @@ class MemoryMeter:
             torch.cuda.init()
             torch.empty(1, device=self.device)  # create the context before reading free memory
             free, total = torch.cuda.mem_get_info(self.device)
+            self.overhead_bytes = total - free - torch.cuda.memory_reserved(self.device)
             self.limit_bytes = min(self.limit_bytes, free)
             torch.cuda.set_per_process_memory_fraction(self.limit_bytes / total, self.device)
             torch.cuda.empty_cache()
@@ -120,6 +123,7 @@ class MemoryMeter:
                 reserved_bytes=int(stats.get("reserved_bytes.all.peak", 0)),
                 alloc_retries=int(stats.get("num_alloc_retries", 0)),
                 limit_bytes=self.limit_bytes,
+                overhead_bytes=self.overhead_bytes,
             )
         sampled = self.watcher.stop() if self.watcher is not None else 0
         # ru_maxrss is the kernel's exact high-water mark (KiB on Linux); it catches spikes

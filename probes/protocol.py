@@ -48,6 +48,10 @@ class ProbeRequest:
     seed: int = 0
     # Vary the action padding from step to step as episode boundaries do in real data (soak).
     vary_padding: bool = False
+    # Worker probes: after warm-up, keep stepping until the batches the workers prefetched during
+    # warm-up (num_workers x prefetch_factor) are used up, so the last ``measure_steps`` show the
+    # steady state; stop draining once this many seconds have passed.
+    drain_budget_s: float = 60.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -75,7 +79,10 @@ class ProbeResult:
     data_s: float = 0.0
     updt_s: float = 0.0
     loader_rss_bytes: int = 0
+    device_overhead_bytes: int = 0  # CUDA: memory in use outside the allocator at start (context)
     wall_s: float = 0.0
+    drained: bool = True  # worker probes: steady state (buffer used up, or the loader keeps up)
+    decode_s_per_sample: float = 0.0  # worker probes: one process reading one sample
     message: str = ""
     step_times_s: list[float] = field(default_factory=list)
     data_times_s: list[float] = field(default_factory=list)

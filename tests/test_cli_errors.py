@@ -54,7 +54,11 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     ],
 )
 def test_bad_input_fails_in_one_line(tmp_path: Path, args: list[str], fragments: list[str]) -> None:
-    proc = autotune(*args, "--results", str(tmp_path / "results"), cwd=tmp_path) if args[0] == "show" else autotune(*args, cwd=tmp_path)
+    proc = (
+        autotune(*args, "--results", str(tmp_path / "results"), cwd=tmp_path)
+        if args[0] == "show"
+        else autotune(*args, cwd=tmp_path)
+    )
     assert_one_line_error(proc, *fragments)
     assert not (tmp_path / "results").exists()
 
@@ -78,6 +82,8 @@ def test_a_folder_that_is_not_a_lerobot_dataset_is_refused(tmp_path: Path) -> No
 def test_an_unwritable_results_folder_is_refused(tmp_path: Path) -> None:
     blocker = tmp_path / "results"
     blocker.write_text("a file where the folder should be")
-    proc = autotune("run", "--policy", "act", "--device", "cpu", "--results", str(blocker / "sub"), cwd=tmp_path)
+    proc = autotune(
+        "run", "--policy", "act", "--device", "cpu", "--results", str(blocker / "sub"), cwd=tmp_path
+    )
     assert_one_line_error(proc, "cannot be written", "--results")
     assert blocker.read_text() == "a file where the folder should be"

@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 from autotune.fingerprint import Fingerprint
-from autotune.profile import Conditions, Profile
+from autotune.memory_model import MemoryModel
+from autotune.profile import Comparison, Conditions, Profile
 from autotune.results import FILES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +26,7 @@ def test_every_csv_column_is_in_the_readme() -> None:
 
 
 def test_every_profile_field_is_in_the_readme() -> None:
-    for cls in (Profile, Conditions, Fingerprint):
+    for cls in (Profile, Conditions, Fingerprint, MemoryModel, Comparison):
         missing = [f.name for f in dataclasses.fields(cls) if not documented(f.name)]
         assert not missing, (cls.__name__, missing)
 

@@ -15,7 +15,13 @@ from autotune.units import format_bytes, parse_image_size, parse_size
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("12GiB", 12 * 1024**3), ("800MiB", 800 * 1024**2), ("1.5 GiB", int(1.5 * 1024**3)), ("2GB", 2 * 10**9), ("4096", 4096)],
+    [
+        ("12GiB", 12 * 1024**3),
+        ("800MiB", 800 * 1024**2),
+        ("1.5 GiB", int(1.5 * 1024**3)),
+        ("2GB", 2 * 10**9),
+        ("4096", 4096),
+    ],
 )
 def test_sizes_parse_binary_and_decimal_units(text: str, expected: int) -> None:
     assert parse_size(text) == expected
@@ -105,8 +111,14 @@ def test_lerobot_command_carries_the_tuned_values() -> None:
     ):
         assert flag in args
     fp32_no_workers = lerobot_train_args(
-        policy_args=[], dataset_repo_id="x/y", dataset_root="/data/x y", device="cpu",
-        precision="fp32", batch_size=4, num_workers=0, prefetch_factor=None,
+        policy_args=[],
+        dataset_repo_id="x/y",
+        dataset_root="/data/x y",
+        device="cpu",
+        precision="fp32",
+        batch_size=4,
+        num_workers=0,
+        prefetch_factor=None,
     )
     assert not any(a.startswith(("--prefetch_factor", "--accelerator.mixed")) for a in fp32_no_workers)
     assert "'--dataset.root=/data/x y'" in command_line(fp32_no_workers)

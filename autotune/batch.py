@@ -1,0 +1,211 @@
+"""From the certified maximum to the batch to train with: throughput, soak, and target batches.
+
+Pure logic over a probe callable, like :mod:`autotune.search`:
+
+- **Throughput.** The largest batch is not always the fastest. Samples per second are measured at
+  a few sizes at or below the largest batch that keeps the headroom (the search's own probes
+  count), and the fastest is recommended; a smaller size must beat the largest candidate by more
+  than the measurement noise (:data:`MIN_GAIN`) to win.
+- **Soak.** The recommendation then trains for longer (``soak_steps``, with action padding varying
+  as episode boundaries make it vary in real data). If it runs out of memory, or the CUDA
+  allocator has to free its cache and retry (thrashing near the limit), it is lowered and soaked
+  again.
+- **Target batch.** ``--target-batch N`` splits N into ``batch_size x accumulation steps`` with the
+  fastest batch size that divides N and fits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from autotune.errors import ProbeError
+from autotune.search import SearchOutcome, recommend_batch
+from probes.protocol import ProbeResult
+
+log = logging.getLogger(__name__)
+
+MIN_GAIN = 0.03  # a smaller batch must be this much faster than the largest candidate to win
+LOWER_STEP = 0.05  # a failed soak lowers the batch by this share, doubling at each failure
+MAX_SOAKS = 5
+
+SizedProbe = Callable[[int, str], ProbeResult]  # (batch size, phase) -> result
+
+
+@dataclass
+class ThroughputPoint:
+    batch_size: int
+    samples_per_s: float
+    step_time_s: float
+    peak_reserved_bytes: int
+    phase: str
+
+
+@dataclass
+class SoakRecord:
+    batch_size: int
+    status: str
+    alloc_retries: int
+    steps: int
+    samples_per_s: float
+    lowered: bool
+    reason: str = ""
+
+
+@dataclass
+class BatchDecision:
+    """The recommended batch and the evidence: the throughput curve and the soaks."""
+
+    batch_size: int
+    headroom_batch: int  # the largest batch that keeps the headroom
+    curve: list[ThroughputPoint] = field(default_factory=list)
+    soaks: list[SoakRecord] = field(default_factory=list)
+    grad_accum_steps: int = 1
+    target_batch: int | None = None
+    soak_result: ProbeResult | None = None
+
+    @property
+    def lowered_by_soak(self) -> bool:
+        return any(s.lowered for s in self.soaks)
+
+
+def throughput_candidates(headroom_batch: int, points: int) -> list[int]:
+    """Sizes below the headroom batch worth timing: halfway, three quarters, ..."""
+    sizes: list[int] = []
+    for fraction in (0.5, 0.75, 0.25, 0.875)[: max(0, points - 1)]:
+        size = max(1, round(headroom_batch * fraction))
+        if size < headroom_batch and size not in sizes:
+            sizes.append(size)
+    return sizes
+
+
+def fastest(curve: list[ThroughputPoint], ceiling: int) -> int:
+    """The fastest size at or below ``ceiling``; the largest wins unless beaten by MIN_GAIN."""
+    eligible = [p for p in curve if p.batch_size <= ceiling and p.samples_per_s > 0]
+    if not eligible:
+        return ceiling
+    largest = max(eligible, key=lambda p: p.batch_size)
+    best = max(eligible, key=lambda p: p.samples_per_s)
+    if best.samples_per_s > largest.samples_per_s * (1 + MIN_GAIN):
+        return best.batch_size
+    return largest.batch_size
+
+
+def _check(result: ProbeResult) -> ProbeResult:
+    if result.status in ("error", "timeout"):
+        raise ProbeError(f"probe at batch {result.batch_size} ended with {result.status}: {result.message}")
+    return result
+
+
+def _point(result: ProbeResult, phase: str) -> ThroughputPoint:
+    return ThroughputPoint(
+        result.batch_size, result.samples_per_s, result.step_time_s, result.peak_reserved_bytes, phase
+    )
+
+
+def decide_batch(
+    search: SearchOutcome,
+    probe: SizedProbe,
+    *,
+    headroom: float,
+    throughput_points: int = 3,
+    soak: bool = True,
+    target_batch: int | None = None,
+) -> BatchDecision:
+    """Measure throughput at and below the headroom batch, recommend the fastest, and soak it.
+
+    When soaking, the soak itself measures the headroom batch's throughput (a longer, steadier
+    measurement than a probe's three steps), so it costs no extra probe.
+    """
+    ceiling = recommend_batch(search, headroom)
+    decision = BatchDecision(batch_size=ceiling, headroom_batch=ceiling)
+    by_size: dict[int, ThroughputPoint] = {
+        r.batch_size: _point(r, "search")
+        for r in search.fitting
+        if r.batch_size <= ceiling and r.samples_per_s > 0
+    }
+    if target_batch is not None:
+        wanted = split_target(target_batch, ceiling)
+        if not wanted:
+            raise ProbeError(f"no batch size that divides --target-batch {target_batch} fits")
+    else:
+        wanted = throughput_candidates(ceiling, throughput_points)
+    top = max(wanted) if target_batch is not None else ceiling
+    for size in wanted:
+        if size in by_size or (soak and size == top):
+            continue
+        result = _check(probe(size, "throughput"))
+        if result.fits:
+            by_size[size] = _point(result, "throughput")
+
+    def choose() -> int:
+        curve = list(by_size.values())
+        if target_batch is not None:
+            options = [p for p in curve if target_batch % p.batch_size == 0]
+            if not options:
+                return top
+            return fastest(options, top)
+        return fastest(curve, ceiling)
+
+    if soak:
+        # Soak the top candidate first: its soak is its throughput measurement.
+        soak_batch(decision, probe, top, by_size, target_batch)
+        choice = choose()
+        if choice != decision.batch_size:
+            soak_batch(decision, probe, choice, by_size, target_batch)
+    else:
+        if top not in by_size:
+            result = _check(probe(top, "throughput"))
+            if result.fits:
+                by_size[top] = _point(result, "throughput")
+        decision.batch_size = choose()
+    decision.curve = sorted(by_size.values(), key=lambda p: p.batch_size)
+    if target_batch is not None:
+        decision.target_batch = target_batch
+        decision.grad_accum_steps = target_batch // decision.batch_size
+    return decision
+
+
+def split_target(target: int, ceiling: int, keep: int = 3) -> list[int]:
+    """The largest ``keep`` divisors of ``target`` that are at most ``ceiling``."""
+    if target < 1:
+        raise ValueError(f"--target-batch must be at least 1, got {target}")
+    divisors = [d for d in range(1, min(target, ceiling) + 1) if target % d == 0]
+    return sorted(divisors, reverse=True)[:keep]
+
+
+def soak_batch(
+    decision: BatchDecision,
+    probe: SizedProbe,
+    size: int,
+    curve: dict[int, ThroughputPoint],
+    target_batch: int | None = None,
+) -> None:
+    """Soak ``size``; lower it while it runs out of memory or thrashes. Sets the decision's batch."""
+    for attempt in range(MAX_SOAKS):
+        result = _check(probe(size, "soak"))
+        thrashing = result.fits and result.alloc_retries > 0
+        ok = result.fits and not thrashing
+        reason = "" if ok else ("allocator retries" if thrashing else "out of memory")
+        decision.soaks.append(
+            SoakRecord(
+                size, result.status, result.alloc_retries, result.steps, result.samples_per_s, not ok, reason
+            )
+        )
+        if ok:
+            curve[size] = _point(result, "soak")
+            decision.batch_size = size
+            decision.soak_result = result
+            return
+        curve.pop(size, None)
+        log.warning("soak at batch %d failed (%s); lowering", size, reason)
+        lower = size - max(1, math.floor(size * LOWER_STEP * 2**attempt))
+        if target_batch is not None:
+            smaller = split_target(target_batch, lower, keep=1) if lower >= 1 else []
+            lower = smaller[0] if smaller else 0
+        if lower < 1:
+            break
+        size = lower
+    raise ProbeError(f"no batch passed the soak (last tried {size}); see batch_probes.csv")

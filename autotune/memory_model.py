@@ -1,0 +1,121 @@
+"""Peak memory against batch size, fitted from the probes, and predictions for other budgets.
+
+The model is ``peak = fixed_bytes + per_sample_bytes x batch`` (least squares over the probes that
+fitted), with standard errors from the residuals. Near the limit the allocator cannot use every
+byte (fragmentation, rounding, cuDNN workspaces): the search's certified maximum measures how much
+of the budget was unusable, and predictions subtract the same. On CUDA, memory the allocator never
+sees (the CUDA context, other processes) is measured at probe start and subtracted from a card's
+size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from autotune.search import SearchOutcome
+
+
+@dataclass
+class MemoryModel:
+    fixed_bytes: float
+    per_sample_bytes: float
+    fixed_stderr_bytes: float
+    per_sample_stderr_bytes: float
+    points: int
+    budget_bytes: int  # the budget it was measured under
+    measured_max_batch: int
+    near_limit_unusable_bytes: float  # budget the allocator could not use at the maximum
+    device_overhead_bytes: int  # CUDA context and other processes: not in the allocator's budget
+    raw_prediction_error: float  # (fit-only prediction - measured max) / measured max, at the budget
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemoryModel:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Prediction:
+    memory_bytes: int
+    usable_bytes: float
+    max_batch: int
+    max_batch_low: int
+    max_batch_high: int
+    recommended_batch: int
+
+
+def _linear_fit(points: list[tuple[int, float]]) -> tuple[float, float, float, float]:
+    n = len(points)
+    mean_b = sum(b for b, _ in points) / n
+    mean_p = sum(p for _, p in points) / n
+    sxx = sum((b - mean_b) ** 2 for b, _ in points)
+    slope = sum((b - mean_b) * (p - mean_p) for b, p in points) / sxx
+    fixed = mean_p - slope * mean_b
+    if n > 2:
+        ssr = sum((p - fixed - slope * b) ** 2 for b, p in points)
+        s = math.sqrt(ssr / (n - 2))
+        se_slope = s / math.sqrt(sxx)
+        se_fixed = s * math.sqrt(1 / n + mean_b**2 / sxx)
+    else:
+        se_slope = se_fixed = 0.0
+    return fixed, slope, se_fixed, se_slope
+
+
+def fit_model(search: SearchOutcome, device_overhead_bytes: int = 0) -> MemoryModel | None:
+    """The memory model from a search's fitting probes; None with fewer than two sizes."""
+    points = [
+        (p.batch_size, float(p.peak_reserved_bytes)) for p in search.fitting if p.peak_reserved_bytes > 0
+    ]
+    if len({b for b, _ in points}) < 2 or search.max_batch < 1:
+        return None
+    fixed, slope, se_fixed, se_slope = _linear_fit(points)
+    if slope <= 0:
+        return None
+    budget = search.budget_bytes
+    raw_max = math.floor((budget - fixed) / slope)
+    # At the certified maximum the next sample did not fit: the limit lies between max and max+1.
+    unusable = max(0.0, budget - (fixed + slope * (search.max_batch + 0.5)))
+    return MemoryModel(
+        fixed_bytes=fixed,
+        per_sample_bytes=slope,
+        fixed_stderr_bytes=se_fixed,
+        per_sample_stderr_bytes=se_slope,
+        points=len(points),
+        budget_bytes=budget,
+        measured_max_batch=search.max_batch,
+        near_limit_unusable_bytes=unusable,
+        device_overhead_bytes=device_overhead_bytes,
+        raw_prediction_error=(raw_max - search.max_batch) / search.max_batch,
+    )
+
+
+def predict(model: MemoryModel, memory_bytes: int, headroom: float, *, card: bool) -> Prediction:
+    """Predicted maximum and recommended batch for ``memory_bytes``.
+
+    ``card=True`` reads ``memory_bytes`` as a GPU's total memory (the CUDA context comes off it);
+    ``card=False`` as an allocator budget, like ``--memory-limit``.
+    """
+    usable = float(memory_bytes) - (model.device_overhead_bytes if card else 0)
+    effective = usable - model.near_limit_unusable_bytes
+
+    def at(fixed: float, slope: float, budget: float) -> int:
+        return max(0, math.floor((budget - fixed) / slope)) if slope > 0 else 0
+
+    best = at(model.fixed_bytes, model.per_sample_bytes, effective)
+    spread_fixed = 2 * model.fixed_stderr_bytes
+    spread_slope = 2 * model.per_sample_stderr_bytes
+    low = at(model.fixed_bytes + spread_fixed, model.per_sample_bytes + spread_slope, effective)
+    high = at(model.fixed_bytes - spread_fixed, max(model.per_sample_bytes - spread_slope, 1e-9), effective)
+    recommended = at(model.fixed_bytes, model.per_sample_bytes, (1 - headroom) * usable)
+    return Prediction(
+        memory_bytes=memory_bytes,
+        usable_bytes=usable,
+        max_batch=best,
+        max_batch_low=min(low, best),
+        max_batch_high=max(high, best),
+        recommended_batch=min(recommended, best),
+    )
