@@ -132,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
         "on CPU half the available RAM)",
     )
     run.add_argument(
+        "--host-memory-limit",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help="host memory the DataLoader's workers may use; settings over it are never "
+        "recommended (default: 80%% of the available RAM)",
+    )
+    run.add_argument(
         "--headroom",
         type=_fraction,
         default=C.DEFAULT_HEADROOM,
@@ -311,6 +319,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             precision=_resolve_precision(args.precision, device),
             grad_checkpointing=args.grad_checkpointing,
             memory_limit_bytes=args.memory_limit,
+            host_memory_limit_bytes=args.host_memory_limit,
             headroom=args.headroom,
             dataset=args.dataset,
             image_size=args.image_size,

@@ -44,6 +44,7 @@ class RunConfig:
     target_batch: int | None = None
     compare: bool = False
     compare_precisions: list[str] | None = None
+    host_memory_limit_bytes: int | None = None  # None: 80% of the available host memory
     policy_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,6 +60,8 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.host_memory_limit_bytes is not None and self.host_memory_limit_bytes <= 0:
+            raise ValueError(f"--host-memory-limit must be positive, got {self.host_memory_limit_bytes}")
         if self.soak_steps is not None and self.soak_steps < 0:
             raise ValueError(f"--soak-steps must be 0 or more, got {self.soak_steps}")
         if self.target_batch is not None and self.target_batch < 1:

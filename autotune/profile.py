@@ -91,6 +91,8 @@ class Profile:
     search: dict[str, Any]
     study: dict[str, Any]
     plots: dict[str, str]
+    loader_model: dict[str, Any] | None
+    input_bound: dict[str, Any] | None
     lerobot_train_args: list[str]
     lerobot_train_command: str
     notes: list[str] = field(default_factory=list)

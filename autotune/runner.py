@@ -17,6 +17,7 @@ from autotune import fingerprint as fp
 from autotune.batch import BatchDecision, decide_batch
 from autotune.config import DEFAULT_CAMERAS, DEFAULT_IMAGE_SIZE, RunConfig
 from autotune.errors import ProbeError, UserError
+from autotune.loader import INPUT_BOUND_FRACTION, InputBound, LoaderModel, Remedy, diagnose
 from autotune.memory_model import MemoryModel, fit_model
 from autotune.plots import plot_batch, plot_workers
 from autotune.probe_client import run_probe
@@ -71,6 +72,8 @@ class DatasetShape:
     image_size: tuple[int, int]
     state_dim: int
     action_dim: int
+    fps: int = SYNTHETIC_FPS
+    codec: str | None = "av1"  # of the first video camera; None when cameras are images
 
 
 def new_run_id() -> str:
@@ -147,6 +150,8 @@ def prepare_dataset(cfg: RunConfig) -> DatasetShape:
         image_size=(int(image_size[0]), int(image_size[1])),
         state_dim=int(meta.state_dim),
         action_dim=int(meta.action_dim),
+        fps=int(meta.fps),
+        codec=next((meta.camera_codecs.get(k) for k in meta.camera_keys if meta.camera_codecs.get(k)), None),
     )
 
 
@@ -345,9 +350,19 @@ class Run:
                 certified=winner.search.certified,
             )
             spec = self.model_spec(data, winner.variant)
+            loader = self.loader_model(spec, winner, data, fingerprint.cpu_cores)
             study = self.study(
-                spec, winner.variant, data, decision.batch_size, memory_limit, conditions, fingerprint, writer
+                spec,
+                winner.variant,
+                data,
+                decision.batch_size,
+                memory_limit,
+                conditions,
+                fingerprint,
+                writer,
+                first_guess=loader.first_guess(fingerprint.cpu_cores) if loader else None,
             )
+            input_bound = self.input_bound(spec, winner, data, memory_limit, study, loader)
         except (UserError, ProbeError, KeyboardInterrupt) as exc:
             run_row.update(status="failed", message=str(exc) or type(exc).__name__, probes=self.probe_count)
             run_row["wall_s"] = round(time.perf_counter() - self.started, 3)
@@ -356,6 +371,10 @@ class Run:
         profile = self.build_profile(
             module, policy_cfg, data, conditions, fingerprint, winner, outcomes, study, memory_limit
         )
+        profile.loader_model = asdict(loader) if loader else None
+        profile.input_bound = input_bound.to_dict() if input_bound else None
+        if input_bound:
+            profile.notes.append(input_bound.summary())
         path = write_profile(cfg.results, profile)
         best = study.best.result
         run_row.update(
@@ -460,6 +479,7 @@ class Run:
         conditions: Conditions,
         fingerprint: fp.Fingerprint,
         writer: ResultsWriter,
+        first_guess: int | None = None,
     ) -> StudyOutcome:
         cfg = self.cfg
         study_key = _conditions_key(
@@ -509,9 +529,166 @@ class Run:
             n_trials=cfg.trials,
             max_workers=cores,
             seed=cfg.seed,
-            first_guesses=[(min(cores, 8), 2)],
+            first_guesses=[(first_guess, 2)] if first_guess is not None else [(min(cores, 8), 2)],
+            host_budget_bytes=self.host_budget(),
             on_trial=record,
         )
+
+    def host_budget(self) -> int:
+        if self.cfg.host_memory_limit_bytes is not None:
+            return self.cfg.host_memory_limit_bytes
+        from probes.memory import host_available_bytes
+
+        return int(0.8 * host_available_bytes())
+
+    def decode_s(self, spec: ModelSpec, root: Path) -> float:
+        """One process's time to read one sample of the dataset at ``root`` (a decode probe)."""
+        request = ProbeRequest(
+            kind="decode",
+            model=spec,
+            device="cpu",
+            precision="fp32",
+            batch_size=1,
+            memory_limit_bytes=1,
+            measure_steps=8,
+            dataset_root=str(root),
+            seed=self.cfg.seed,
+        )
+        result = run_probe(request, self.cfg.probe_timeout_s)
+        if result.status != "ok":
+            raise ProbeError(f"reading samples from {root} failed: {result.message}")
+        return result.decode_s_per_sample
+
+    def loader_model(
+        self, spec: ModelSpec, winner: VariantOutcome, data: DatasetShape, cores: int
+    ) -> LoaderModel | None:
+        """Measure one worker's rate and the step's; None if the step time is unknown."""
+        decision = winner.decision
+        assert decision is not None
+        point = next((p for p in decision.curve if p.batch_size == decision.batch_size), None)
+        if point is None or point.step_time_s <= 0:
+            return None
+        decode = self.decode_s(spec, data.root)
+        model = LoaderModel(decision.batch_size, decode, point.step_time_s, cores)
+        log.info(
+            "one worker reads a sample in %.1f ms and the step takes %.3f s at batch %d: "
+            "%d worker(s) should keep up (this machine has %d cores)",
+            decode * 1000,
+            point.step_time_s,
+            decision.batch_size,
+            model.workers_needed,
+            cores,
+        )
+        return model
+
+    def input_bound(
+        self,
+        spec: ModelSpec,
+        winner: VariantOutcome,
+        data: DatasetShape,
+        memory_limit: int,
+        study: StudyOutcome,
+        loader: LoaderModel | None,
+    ) -> InputBound | None:
+        """If the best setting still waits on data over 10% of the time, measure what would help."""
+        best = study.best.result
+        total = best.data_s + best.updt_s
+        decision = winner.decision
+        assert decision is not None
+        if loader is None or total <= 0 or best.data_s / total <= INPUT_BOUND_FRACTION:
+            return None
+        log.info("input-bound: measuring what would help")
+        remedies: list[Remedy] = []
+        codec = {"av1": "libsvtav1", "h264": "h264", "hevc": "hevc"}.get(data.codec or "")
+        if codec is not None:
+            remedies = self.measure_remedies(spec, winner, data, memory_limit, study, loader, codec)
+        return diagnose(
+            batch_size=decision.batch_size,
+            data_s=best.data_s,
+            updt_s=best.updt_s,
+            model=loader,
+            cameras=data.cameras,
+            remedies=remedies,
+        )
+
+    def measure_remedies(
+        self,
+        spec: ModelSpec,
+        winner: VariantOutcome,
+        data: DatasetShape,
+        memory_limit: int,
+        study: StudyOutcome,
+        loader: LoaderModel,
+        codec: str,
+    ) -> list[Remedy]:
+        """Decode (and, for smaller images, train) small synthetic variants of the data, measured.
+
+        Variants are written with the data's codec and shapes; their decode times are scaled by
+        how the user's own data compares with our encoding at the same size.
+        """
+        from probes.synthetic import write_synthetic_dataset
+
+        decision = winner.decision
+        assert decision is not None
+        best = study.best
+        h, w = data.image_size
+        half = (max(32, h // 4 * 2), max(32, w // 4 * 2))
+
+        def variant(size: tuple[int, int], gop: int) -> Path:
+            name = f"probe-{codec}-{data.cameras}cam-{size[0]}x{size[1]}-gop{gop}-s{data.state_dim}a{data.action_dim}"
+            return write_synthetic_dataset(
+                self.cfg.results / "datasets" / name,
+                cameras=data.cameras,
+                image_size=size,
+                fps=data.fps,
+                episodes=2,
+                episode_length=90,
+                state_dim=data.state_dim,
+                action_dim=data.action_dim,
+                codec=codec,
+                gop=gop,
+                seed=self.cfg.seed,
+            )
+
+        remedies: list[Remedy] = []
+        reference = self.decode_s(spec, variant((h, w), 2))
+        if reference <= 0:
+            return remedies
+        scale = loader.decode_s_per_sample / reference
+        dense = self.decode_s(spec, variant((h, w), 1)) * scale
+        dense_model = LoaderModel(decision.batch_size, dense, best.result.updt_s, loader.cores)
+        remedies.append(
+            Remedy(
+                what="a keyframe every frame instead of every 2",
+                measured=True,
+                data_s=dense_model.predicted_data_s(best.num_workers),
+                updt_s=best.result.updt_s,
+                samples_per_s=dense_model.predicted_samples_per_s(best.num_workers),
+                detail=f"a sample reads in {dense * 1000:.1f} ms instead of "
+                f"{loader.decode_s_per_sample * 1000:.1f} ms (measured)",
+            )
+        )
+        small_decode = self.decode_s(spec, variant(half, 2)) * scale
+        small_spec = ModelSpec(**{**asdict(spec), "image_size": half})
+        probe = run_probe(
+            self.batch_request(small_spec, winner.variant, decision.batch_size, memory_limit, "search"),
+            self.cfg.probe_timeout_s,
+        )
+        if probe.fits:
+            small = LoaderModel(decision.batch_size, small_decode, probe.step_time_s, loader.cores)
+            workers = min(loader.cores, small.workers_needed)
+            remedies.append(
+                Remedy(
+                    what=f"cameras at {half[0]}x{half[1]} instead of {h}x{w}",
+                    measured=True,
+                    data_s=small.predicted_data_s(workers),
+                    updt_s=probe.step_time_s,
+                    samples_per_s=small.predicted_samples_per_s(workers),
+                    detail=f"a sample reads in {small_decode * 1000:.1f} ms and the step takes "
+                    f"{probe.step_time_s:.3f} s at batch {decision.batch_size} (measured)",
+                )
+            )
+        return remedies
 
     def build_profile(
         self,
@@ -642,6 +819,8 @@ class Run:
                 "wall_s": round(sum(t.result.wall_s for t in study.trials if not t.resumed), 3),
             },
             plots=plots,
+            loader_model=None,
+            input_bound=None,
             lerobot_train_args=args,
             lerobot_train_command=command_line(args),
             notes=notes,

@@ -113,6 +113,31 @@ def _local_line(points: list[tuple[int, float]]) -> tuple[float, float] | None:
     return slope, p2
 
 
+def _parabola_crossing(points: list[tuple[int, float]], budget_bytes: int, lo: int) -> int | None:
+    """Where the parabola through the three largest fitting sizes reaches the budget (floor)."""
+    by_size = sorted(dict(points).items())[-3:]
+    if len(by_size) < 3:
+        return None
+    (x0, y0), (x1, y1), (x2, y2) = by_size
+    # Newton's divided differences: y = y0 + d1 (x - x0) + d2 (x - x0)(x - x1).
+    d01 = (y1 - y0) / (x1 - x0)
+    d12 = (y2 - y1) / (x2 - x1)
+    d2 = (d12 - d01) / (x2 - x0)
+    a = d2
+    b = d01 - d2 * (x0 + x1)
+    c = y0 - d01 * x0 + d2 * x0 * x1 - budget_bytes
+    if abs(a) < 1e-12:
+        return None
+    disc = b * b - 4 * a * c
+    if disc < 0:
+        return None
+    roots = [(-b + sign * math.sqrt(disc)) / (2 * a) for sign in (1, -1)]
+    above = [r for r in roots if r > lo]
+    if not above:
+        return None
+    return math.floor(min(above))
+
+
 def find_max_batch(
     probe: ProbeFn,
     budget_bytes: int,
@@ -187,6 +212,9 @@ class _Bracket:
 # Far from the limit, a line fitted at small sizes is uncertain: aim this fraction of the way to
 # its prediction, so the probe most likely fits and becomes a precise anchor next to the limit.
 APPROACH = 0.9
+# Never jump more than this factor past the largest size that fitted: at tiny sizes memory can
+# look flat (allocator chunks hide the activations), and a near-zero slope predicts thousands.
+MAX_GROWTH = 16
 
 
 def _next_candidate(state: _Bracket, fit_points: list[tuple[int, float]], budget_bytes: int) -> int:
@@ -205,6 +233,12 @@ def _next_candidate(state: _Bracket, fit_points: list[tuple[int, float]], budget
         return min(max(guess, lo + 1), hi - 1)
     slope, anchor_peak = line
     predicted = lo + math.floor((budget_bytes - anchor_peak) / slope)
+    if state.overshoots:
+        # The curve bends away from the line: follow its curvature through the three largest
+        # fitting sizes instead.
+        curved = _parabola_crossing(fit_points, budget_bytes, lo)
+        if curved is not None and lo < curved < hi:
+            return curved
     if predicted <= lo:
         return lo + 1  # the model says lo is the maximum: certify with the next size up
     if bounded and predicted >= hi and hi - lo > 2:
@@ -213,7 +247,7 @@ def _next_candidate(state: _Bracket, fit_points: list[tuple[int, float]], budget
     # Approach from below when the jump is long, or once the curve has bent away from the line.
     if distance > max(16, lo // 5) or (state.overshoots and distance > 2):
         predicted = lo + max(1, math.floor(APPROACH * distance))
-    return min(predicted, hi - 1)
+    return min(predicted, lo * MAX_GROWTH, hi - 1)
 
 
 def recommend_batch(outcome: SearchOutcome, headroom: float) -> int:

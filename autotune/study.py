@@ -85,12 +85,15 @@ def run_study(
     max_workers: int,
     seed: int = 0,
     first_guesses: list[tuple[int, int]] | None = None,
+    host_budget_bytes: int | None = None,
     on_trial: Callable[[TrialRecord], None] | None = None,
 ) -> StudyOutcome:
     """Run (or resume) the study until it holds ``n_trials`` measured trials.
 
-    LeRobot's defaults (4 workers, prefetch 4) are always among the trials, so the result can
-    say how much the tuned choice gains over them. ``first_guesses`` are tried next.
+    ``first_guesses`` (the predicted number of workers) are tried first; LeRobot's defaults
+    (4 workers, prefetch 4) are always among the trials, so the result can say how much the tuned
+    choice gains over them. A trial whose loader processes use more host memory than
+    ``host_budget_bytes`` counts as out of memory: it is never recommended.
     """
     if n_trials < 1:
         raise ValueError(f"trials must be at least 1, got {n_trials}")
@@ -115,7 +118,7 @@ def run_study(
         log.info("resuming study %s: %d trial(s) already measured", study_name, len(records))
 
     tried = {(r.num_workers, r.prefetch_factor) for r in records}
-    wanted = [(LEROBOT_DEFAULT_WORKERS, LEROBOT_DEFAULT_PREFETCH)] + list(first_guesses or [])
+    wanted = list(first_guesses or []) + [(LEROBOT_DEFAULT_WORKERS, LEROBOT_DEFAULT_PREFETCH)]
     remaining = n_trials - len(records)
     # Trials that were enqueued but never ran (an interrupted run) are still waiting in the study.
     waiting = {
@@ -136,6 +139,12 @@ def run_study(
         prefetch_used = prefetch if workers > 0 else None
         log.info("trial %d: num_workers=%d prefetch_factor=%s", trial.number, workers, prefetch_used)
         result = trial_fn(workers, prefetch_used)
+        if result.fits and host_budget_bytes is not None and result.loader_rss_bytes > host_budget_bytes:
+            result.status = "oom"
+            result.message = (
+                f"the loader's processes used {result.loader_rss_bytes} B of host memory, over the "
+                f"{host_budget_bytes} B host budget (--host-memory-limit)"
+            )
         trial.set_user_attr("result", result.to_json())
         record = TrialRecord(trial.number, workers, prefetch_used, result)
         records.append(record)

@@ -90,6 +90,16 @@ def print_profile(p: dict[str, Any]) -> None:
     print(_rows(rows))
     for note in p.get("notes", []):
         print(f"  note: {note}")
+    bound = p.get("input_bound")
+    for remedy in bound["remedies"] if bound else []:
+        figures = (
+            f": {remedy['samples_per_s']:.1f} samples/s (data_s {remedy['data_s']:.3f} s, "
+            f"updt_s {remedy['updt_s']:.3f} s)"
+            if remedy.get("samples_per_s")
+            else ""
+        )
+        kind = "measured" if remedy["measured"] else "estimated"
+        print(f"  would help ({kind}): {remedy['what']}{figures}; {remedy['detail']}")
     print(p["lerobot_train_command"])
 
 

@@ -115,6 +115,20 @@ def time_samples(dataset: Any, seed: int, samples: int = 6) -> float:
     return (time.perf_counter() - t0) / samples
 
 
+def run_decode_probe(request: Any, on_exceed: Any) -> dict[str, Any]:
+    """How long one process takes to read one sample: a DataLoader worker's production rate."""
+    from probes.dataset import FrameDataset
+    from probes.policy import policy_module
+
+    module = policy_module(request.model.policy)
+    chunk = request.model.overrides.get("chunk_size", module.DATASET_NEEDS["chunk_size"])
+    dataset = FrameDataset(
+        request.dataset_root, chunk_size=chunk, with_task=bool(module.DATASET_NEEDS.get("task"))
+    )
+    decode_s = time_samples(dataset, request.seed, samples=max(4, request.measure_steps))
+    return {"status": "ok", "decode_s_per_sample": decode_s, "steps": request.measure_steps}
+
+
 def run_worker_probe(request: Any, on_exceed: Any) -> dict[str, Any]:
     """Drive the real DataLoader into the real training step; measure data_s and updt_s per step.
 
@@ -244,7 +258,11 @@ def main(argv: list[str]) -> int:
         os._exit(0)
 
     try:
-        runner = run_batch_probe if request.kind == "batch" else run_worker_probe
+        runner = {
+            "batch": run_batch_probe,
+            "workers": run_worker_probe,
+            "decode": run_decode_probe,
+        }[request.kind]
         fields = runner(request, on_exceed)
         result = ProbeResult(batch_size=request.batch_size, **fields)
     except BaseException as exc:  # every outcome must be reported to the tuner

@@ -31,10 +31,11 @@ class ProbeRequest:
     ``kind="batch"`` trains on synthetic tensors of the real shapes at ``batch_size`` to measure
     memory and step time. ``kind="workers"`` drives a DataLoader over ``dataset_root`` with
     ``num_workers`` and ``prefetch_factor`` into the same training step and measures ``data_s``
-    and ``updt_s`` per step.
+    and ``updt_s`` per step. ``kind="decode"`` only reads samples from ``dataset_root`` in one
+    process (what one DataLoader worker does) and reports ``decode_s_per_sample``.
     """
 
-    kind: Literal["batch", "workers"]
+    kind: Literal["batch", "workers", "decode"]
     model: ModelSpec
     device: str
     precision: str

@@ -638,6 +638,14 @@ class Model(nn.Module):
 
     # -- inputs --------------------------------------------------------------------------------
 
+    def camera_keys(self, batch: dict[str, Any]) -> list[str]:
+        """The batch's camera keys (whatever the dataset names them), sorted; ``ValueError``
+        unless there are ``cameras`` of them."""
+        keys = sorted(k for k in batch if k.startswith("observation.images."))
+        if len(keys) != self.cfg.cameras:
+            raise ValueError(f"expected {self.cfg.cameras} camera keys, got {len(keys)}: {keys}")
+        return keys
+
     def _camera_pixels(self, batch: dict[str, Any], key: str) -> torch.Tensor:
         if key not in batch:
             raise ValueError(f"batch has no camera {key!r}; keys: {sorted(batch)}")
@@ -675,7 +683,7 @@ class Model(nn.Module):
         cfg = self.cfg
         scale = math.sqrt(cfg.text_hidden)
         embs, pads, blocks = [], [], []
-        for key in image_keys(cfg.cameras):
+        for key in self.camera_keys(batch):
             tokens = self.connector(self.vision(self._camera_pixels(batch, key)))
             tokens = tokens * torch.tensor(scale, dtype=tokens.dtype, device=tokens.device)
             b, n = tokens.shape[:2]

@@ -21,7 +21,7 @@ class SoakingProbe:
         self.base = base
         self.soak_limit = soak_limit
         self.retry_limit = retry_limit
-        self.speed = speed or (lambda b: b / (0.05 + 0.001 * b))
+        self.speed = speed or (lambda b: b / base.step_time(b))
         self.calls: list[tuple[int, str]] = []
 
     def __call__(self, batch_size: int, phase: str) -> ProbeResult:

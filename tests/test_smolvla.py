@@ -280,3 +280,20 @@ def test_config_accepts_lists_for_tuple_fields():
     cfg = smolvla.Config(image_size=[240, 320], betas=[0.9, 0.99])
     assert cfg.image_size == (240, 320) and cfg.betas == (0.9, 0.99)
     assert copy.deepcopy(cfg) == cfg
+
+
+def test_cameras_are_read_under_the_datasets_own_names():
+    cfg = small_config()
+    model = smolvla.Model(cfg)
+    batch, draws = prepared_batch(cfg), fixed_draws(cfg)
+    reference, _ = loss_and_grads(model, batch, draws)
+    names = {
+        "observation.images.cam0": "observation.images.front",
+        "observation.images.cam1": "observation.images.wrist",
+    }
+    renamed = {names.get(k, k): v for k, v in batch.items()}
+    loss, _ = loss_and_grads(model, renamed, draws)
+    assert loss == pytest.approx(reference, rel=1e-6)
+    del renamed["observation.images.wrist"]
+    with pytest.raises(ValueError, match="expected 2 camera keys"):
+        loss_and_grads(model, renamed, draws)
