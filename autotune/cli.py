@@ -362,16 +362,21 @@ def _precisions(text: str | None, device: str) -> list[str] | None:
     return list(dict.fromkeys(_resolve_precision(n, device) for n in names))
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from autotune.memory_model import MemoryModel, predict
+def _latest_profile(results: Path, policy: str) -> dict:
     from autotune.profile import profile_path, read_profile
 
-    data = read_profile(args.results, args.policy)
+    data = read_profile(results, policy)
     if data is None:
         raise UserError(
-            f"no {args.policy} profile in {profile_path(args.results, args.policy)}; "
-            f"run: autotune run --policy {args.policy}"
+            f"no {policy} profile in {profile_path(results, policy)}; run: autotune run --policy {policy}"
         )
+    return data
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from autotune.memory_model import MemoryModel, predict
+
+    data = _latest_profile(args.results, args.policy)
     if not data.get("memory_model"):
         raise UserError(
             f"the {args.policy} profile has no memory model (too few fitting probes); re-run with --force"
@@ -410,15 +415,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from autotune.profile import profile_path, read_profile
     from autotune.summary import print_profile
 
-    data = read_profile(args.results, args.policy)
-    if data is None:
-        raise UserError(
-            f"no {args.policy} profile in {profile_path(args.results, args.policy)}; "
-            f"run: autotune run --policy {args.policy}"
-        )
+    data = _latest_profile(args.results, args.policy)
     if args.json:
         print(json.dumps(data, indent=2))
     else:

@@ -5,15 +5,14 @@ the CSVs. The model is ACT (and SmolVLA) reduced in width and depth so CI stays 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.cli import autotune
+
 SMALL_ACT = [
     "--set", "dim_model=64", "--set", "dim_feedforward=128", "--set", "n_encoder_layers=1",
     "--set", "n_vae_encoder_layers=1", "--set", "chunk_size=20", "--set", "n_action_steps=20",
@@ -22,17 +21,6 @@ RUN_ACT = [
     "run", "--policy", "act", "--device", "cpu", "--precision", "fp32", "--memory-limit", "470MiB",
     "--image-size", "48x64", "--cameras", "2", "--trials", "2", *SMALL_ACT,
 ]  # fmt: skip
-
-
-def autotune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "autotune", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +176,22 @@ def test_smolvla_runs_end_to_end_with_a_target_batch(tmp_path: Path) -> None:
     assert f"--batch_size={profile['batch_size']}" in command
     if profile["grad_accum_steps"] > 1:
         assert f"--accelerator.gradient_accumulation.steps={profile['grad_accum_steps']}" in command
+
+
+def test_compare_tunes_checkpointing_on_and_off_and_keeps_the_fastest(tmp_path: Path) -> None:
+    proc = autotune(
+        "run", "--policy", "act", "--device", "cpu", "--precision", "fp32", "--memory-limit", "600MiB",
+        "--image-size", "64x80", "--trials", "1", "--soak-steps", "1", "--throughput-points", "1",
+        "--max-batch", "32", "--compare", *SMALL_ACT, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    profile = json.loads((tmp_path / "results" / "profiles" / "act.json").read_text())
+    variants = {c["grad_checkpointing"]: c for c in profile["comparisons"]}
+    assert set(variants) == {True, False}
+    fastest = max(profile["comparisons"], key=lambda c: c["samples_per_s"])
+    assert profile["grad_checkpointing"] == fastest["grad_checkpointing"]
+    assert variants[True]["per_sample_bytes"] < variants[False]["per_sample_bytes"]
+    assert any(note.startswith("fp32: checkpointing fits batch") for note in profile["notes"])
+    probes = pd.read_csv(tmp_path / "results" / "batch_probes.csv")
+    assert set(probes.grad_checkpointing) == {True, False}
+    assert "compared" in proc.stdout
