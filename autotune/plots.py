@@ -125,16 +125,33 @@ def plot_workers(path: Path, *, title: str, trials: list[dict[str, Any]], chosen
     plt = _pyplot()
     fig, (speed_ax, time_ax) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     ok = [t for t in trials if t["status"] == "ok"]
-    for prefetch in sorted({t["prefetch_factor"] or 0 for t in ok}):
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, prefetch in enumerate(sorted({t["prefetch_factor"] or 0 for t in ok})):
         series = sorted(
             (t for t in ok if (t["prefetch_factor"] or 0) == prefetch), key=lambda t: t["num_workers"]
         )
         label = f"prefetch {prefetch}" if prefetch else "no workers"
         xs = [t["num_workers"] for t in series]
-        speed_ax.plot(xs, [t["samples_per_s"] for t in series], marker="o", label=label)
-        time_ax.plot(xs, [t["data_s"] for t in series], marker="o", linestyle="--", label=f"data_s, {label}")
-        time_ax.plot(xs, [t["updt_s"] for t in series], marker="s", linestyle=":", label=f"updt_s, {label}")
-    speed_ax.axvline(chosen, color="tab:green", linewidth=1.5)
+        color = colors[i % len(colors)]
+        speed_ax.plot(xs, [t["samples_per_s"] for t in series], marker="o", color=color, label=label)
+        time_ax.plot(
+            xs,
+            [t["data_s"] for t in series],
+            marker="o",
+            linestyle="--",
+            color=color,
+            label=f"data_s, {label}",
+        )
+        time_ax.plot(
+            xs,
+            [t["updt_s"] for t in series],
+            marker="s",
+            linestyle=":",
+            color=color,
+            label=f"updt_s, {label}",
+        )
+    time_ax.xaxis.get_major_locator().set_params(integer=True)
+    speed_ax.axvline(chosen, color="black", linestyle="--", linewidth=1, label=f"chosen: {chosen}")
     speed_ax.set_ylabel("samples/s")
     time_ax.set_ylabel("seconds per step")
     time_ax.set_xlabel("num_workers")
