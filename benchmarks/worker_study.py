@@ -17,7 +17,7 @@ study's trials are looked up in the grid instead of being run again, and are cou
 used. So "within 3% of the grid's best" compares decisions, not two noisy measurements of one
 setting.
 
-    python benchmarks/worker_study.py                  # CPU: a cut-down ACT, 2 cameras at 240x320
+    python benchmarks/worker_study.py                  # CPU: a cut-down ACT, 2 cameras at 96x128
     python benchmarks/worker_study.py --device cuda --image-size 480x640 --batch 64 --no-small
 
 Writes a CSV (``--out``) and prints one line per contender, then whether the goal holds: the
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default=None)
-    parser.add_argument("--image-size", type=parse_image_size, default=(240, 320))
+    parser.add_argument("--image-size", type=parse_image_size, default=(96, 128))
     parser.add_argument("--cameras", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--trials", type=int, default=6, help="the study's trials (default 6)")
