@@ -21,3 +21,19 @@ def autotune(
         timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
     )
+
+
+# ACT cut down in width and depth (the ResNet-18 backbone stays) so CPU tests run in seconds.
+SMALL_ACT = {
+    "dim_model": 64,
+    "dim_feedforward": 128,
+    "n_encoder_layers": 1,
+    "n_vae_encoder_layers": 1,
+    "chunk_size": 20,
+    "n_action_steps": 20,
+}
+
+
+def set_flags(overrides: dict[str, object]) -> list[str]:
+    """``{"dim_model": 64}`` -> ``["--set", "dim_model=64"]``."""
+    return [part for key, value in overrides.items() for part in ("--set", f"{key}={value}")]

@@ -12,15 +12,7 @@ from autotune.runner import DatasetShape, Run, Variant, VariantOutcome, prepare_
 from autotune.search import SearchOutcome
 from autotune.study import StudyOutcome, TrialRecord
 from probes.protocol import ProbeResult
-
-SMALL_ACT = {
-    "dim_model": 64,
-    "dim_feedforward": 128,
-    "n_encoder_layers": 1,
-    "n_vae_encoder_layers": 1,
-    "chunk_size": 20,
-    "n_action_steps": 20,
-}
+from tests.cli import SMALL_ACT
 
 
 def test_an_input_bound_run_measures_what_would_help(tmp_path: Path) -> None:

@@ -8,15 +8,8 @@ from pathlib import Path
 from autotune.probe_client import run_probe
 from probes.memory import children_of
 from probes.protocol import ModelSpec, ProbeRequest
+from tests.cli import SMALL_ACT
 
-SMALL_ACT = {
-    "dim_model": 64,
-    "dim_feedforward": 128,
-    "n_encoder_layers": 1,
-    "n_vae_encoder_layers": 1,
-    "chunk_size": 20,
-    "n_action_steps": 20,
-}
 MiB = 1024**2
 
 

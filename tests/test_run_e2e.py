@@ -11,15 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.cli import autotune
+from tests.cli import SMALL_ACT, autotune, set_flags
 
-SMALL_ACT = [
-    "--set", "dim_model=64", "--set", "dim_feedforward=128", "--set", "n_encoder_layers=1",
-    "--set", "n_vae_encoder_layers=1", "--set", "chunk_size=20", "--set", "n_action_steps=20",
-]  # fmt: skip
+SMALL_ACT_FLAGS = set_flags(SMALL_ACT)
 RUN_ACT = [
     "run", "--policy", "act", "--device", "cpu", "--precision", "fp32", "--memory-limit", "470MiB",
-    "--image-size", "48x64", "--cameras", "2", "--trials", "2", *SMALL_ACT,
+    "--image-size", "48x64", "--cameras", "2", "--trials", "2", *SMALL_ACT_FLAGS,
 ]  # fmt: skip
 
 
@@ -182,7 +179,7 @@ def test_compare_tunes_checkpointing_on_and_off_and_keeps_the_fastest(tmp_path: 
     proc = autotune(
         "run", "--policy", "act", "--device", "cpu", "--precision", "fp32", "--memory-limit", "600MiB",
         "--image-size", "64x80", "--trials", "1", "--soak-steps", "1", "--throughput-points", "1",
-        "--max-batch", "32", "--compare", *SMALL_ACT, cwd=tmp_path,
+        "--max-batch", "32", "--compare", *SMALL_ACT_FLAGS, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     profile = json.loads((tmp_path / "results" / "profiles" / "act.json").read_text())

@@ -12,19 +12,16 @@ import pandas as pd
 import pytest
 
 from probes.synthetic import write_synthetic_dataset
-from tests.cli import autotune
+from tests.cli import SMALL_ACT, autotune, set_flags
 
-SMALL_ACT = [
-    "--set", "dim_model=64", "--set", "dim_feedforward=128", "--set", "n_encoder_layers=1",
-    "--set", "n_vae_encoder_layers=1", "--set", "chunk_size=20", "--set", "n_action_steps=20",
-]  # fmt: skip
+SMALL_ACT_FLAGS = set_flags(SMALL_ACT)
 QUICK = ["--trials", "1", "--soak-steps", "1", "--throughput-points", "1", "--max-batch", "24"]
 
 
 def run_on(dataset: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return autotune(
         "run", "--policy", "act", "--device", "cpu", "--memory-limit", "1GiB", "--dataset", dataset,
-        *QUICK, *SMALL_ACT, cwd=cwd, env=env,
+        *QUICK, *SMALL_ACT_FLAGS, cwd=cwd, env=env,
     )  # fmt: skip
 
 
