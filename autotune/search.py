@@ -209,9 +209,10 @@ class _Bracket:
     overshoots: int = 0
 
 
-# Far from the limit, a line fitted at small sizes is uncertain: aim this fraction of the way to
+# Far from the limit, a line fitted at small sizes is uncertain (memory curves bend upwards as the
+# batch grows, on CPU more than on CUDA): aim this fraction of the way to
 # its prediction, so the probe most likely fits and becomes a precise anchor next to the limit.
-APPROACH = 0.9
+APPROACH = 0.8
 # Never jump more than this factor past the largest size that fitted: at tiny sizes memory can
 # look flat (allocator chunks hide the activations), and a near-zero slope predicts thousands.
 MAX_GROWTH = 16
