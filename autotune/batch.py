@@ -151,10 +151,11 @@ def decide_batch(
 
     if soak:
         # Soak the top candidate first: its soak is its throughput measurement.
-        soak_batch(decision, probe, top, by_size, target_batch)
+        limit = (1.0 - headroom) * search.budget_bytes
+        soak_batch(decision, probe, top, by_size, target_batch, limit)
         choice = choose()
         if choice != decision.batch_size:
-            soak_batch(decision, probe, choice, by_size, target_batch)
+            soak_batch(decision, probe, choice, by_size, target_batch, limit)
     else:
         if top not in by_size:
             result = _check(probe(top, "throughput"))
@@ -182,13 +183,29 @@ def soak_batch(
     size: int,
     curve: dict[int, ThroughputPoint],
     target_batch: int | None = None,
+    headroom_limit_bytes: float | None = None,
 ) -> None:
-    """Soak ``size``; lower it while it runs out of memory or thrashes. Sets the decision's batch."""
+    """Soak ``size``; lower it while it runs out of memory, thrashes, or peaks above the headroom
+    line (``headroom_limit_bytes``; batch 1 is exempt, as nothing smaller exists). Sets the
+    decision's batch."""
     for attempt in range(MAX_SOAKS):
         result = _check(probe(size, "soak"))
         thrashing = result.fits and result.alloc_retries > 0
-        ok = result.fits and not thrashing
-        reason = "" if ok else ("allocator retries" if thrashing else "out of memory")
+        over = (
+            result.fits
+            and headroom_limit_bytes is not None
+            and size > 1
+            and result.peak_reserved_bytes > headroom_limit_bytes
+        )
+        ok = result.fits and not thrashing and not over
+        if ok:
+            reason = ""
+        elif not result.fits:
+            reason = "out of memory"
+        elif thrashing:
+            reason = "allocator retries"
+        else:
+            reason = "peak above the headroom"
         decision.soaks.append(
             SoakRecord(
                 size, result.status, result.alloc_retries, result.steps, result.samples_per_s, not ok, reason

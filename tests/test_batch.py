@@ -91,6 +91,24 @@ def test_a_soak_that_thrashes_the_allocator_lowers_the_batch() -> None:
     assert any(s.reason == "allocator retries" for s in decision.soaks)
 
 
+def test_a_soak_that_peaks_above_the_headroom_lowers_the_batch() -> None:
+    base, search = searched()
+    probe = SoakingProbe(base)
+    heavier = probe.__call__
+
+    def soak_heavier(batch_size: int, phase: str) -> ProbeResult:
+        result = heavier(batch_size, phase)
+        if phase == "soak" and result.fits:
+            result.peak_reserved_bytes += 40 * MiB  # a longer run reaches a little higher
+        return result
+
+    decision = decide_batch(search, soak_heavier, headroom=0.10)
+    assert decision.lowered_by_soak
+    assert decision.soaks[0].reason == "peak above the headroom"
+    assert decision.soak_result.peak_reserved_bytes <= 0.9 * 4 * GiB
+    assert decision.batch_size < decision.headroom_batch
+
+
 def test_no_soak_that_passes_is_an_error() -> None:
     base, search = searched()
     with pytest.raises(ProbeError, match="soak"):
