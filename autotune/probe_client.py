@@ -110,10 +110,11 @@ def run_probe(
                 wall_s=wall_s,
                 message="killed by the operating system (out of host memory)",
             )
-        detail = _last_error_line(stderr_text) or f"exit code {code}"
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        detail = _last_error_line(stderr_text)
         return ProbeResult(
             status="error",
             batch_size=request.batch_size,
             wall_s=wall_s,
-            message=f"probe died (exit code {code}): {detail}",
+            message=f"the probe process {how} before answering" + (f": {detail}" if detail else ""),
         )
