@@ -1,4 +1,6 @@
-"""The ``autotune`` command line: ``run``, ``show``, ``predict`` and ``describe``."""
+"""autotune: measure the largest batch that trains and the DataLoader setting that keeps the GPU fed.
+
+Commands: run (tune and write a profile), show, predict (another card), describe (the model)."""
 
 from __future__ import annotations
 
@@ -77,18 +79,18 @@ def _add_policy(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_shape(parser: argparse.ArgumentParser, run: bool) -> None:
-    default_note = "" if run else f" (default {C.DEFAULT_STATE_DIM})"
+    what = "of the synthetic dataset" if run else "of the model"
     parser.add_argument(
         "--state-dim",
         type=_positive_int,
         default=C.DEFAULT_STATE_DIM,
-        help=f"state size of the synthetic dataset{default_note}",
+        help=f"state size {what} (default {C.DEFAULT_STATE_DIM})",
     )
     parser.add_argument(
         "--action-dim",
         type=_positive_int,
         default=C.DEFAULT_ACTION_DIM,
-        help="action size of the synthetic dataset (default 6)",
+        help=f"action size {what} (default {C.DEFAULT_ACTION_DIM})",
     )
     parser.add_argument(
         "--set",
