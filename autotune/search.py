@@ -228,9 +228,13 @@ def _next_candidate(state: _Bracket, fit_points: list[tuple[int, float]], budget
     if state.overshot and hi - lo > 2:
         return (lo + hi) // 2
     line = _local_line(fit_points)
-    if line is None or line[0] <= 0:
-        # One size measured, or memory did not grow with the batch (noise at tiny sizes).
+    if line is None:
         guess = (lo + hi) // 2 if bounded else max(SECOND_PROBE, lo * 4)
+        return min(max(guess, lo + 1), hi - 1)
+    if line[0] <= 0:
+        # Memory did not grow with the batch yet (allocator chunks, noise at tiny sizes): grow as
+        # far as a near-flat line would.
+        guess = (lo + hi) // 2 if bounded else lo * MAX_GROWTH
         return min(max(guess, lo + 1), hi - 1)
     slope, anchor_peak = line
     predicted = lo + math.floor((budget_bytes - anchor_peak) / slope)
