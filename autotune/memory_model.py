@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from autotune.search import SearchOutcome
+from autotune.search import MemoryFit, SearchOutcome, fit_memory
 
 
 @dataclass
@@ -48,21 +48,16 @@ class Prediction:
     recommended_batch: int
 
 
-def _linear_fit(points: list[tuple[int, float]]) -> tuple[float, float, float, float]:
+def _stderrs(points: list[tuple[int, float]], fit: MemoryFit) -> tuple[float, float]:
+    """Standard errors of the fitted fixed cost and per-sample cost (0 with two points)."""
     n = len(points)
+    if n <= 2:
+        return 0.0, 0.0
     mean_b = sum(b for b, _ in points) / n
-    mean_p = sum(p for _, p in points) / n
     sxx = sum((b - mean_b) ** 2 for b, _ in points)
-    slope = sum((b - mean_b) * (p - mean_p) for b, p in points) / sxx
-    fixed = mean_p - slope * mean_b
-    if n > 2:
-        ssr = sum((p - fixed - slope * b) ** 2 for b, p in points)
-        s = math.sqrt(ssr / (n - 2))
-        se_slope = s / math.sqrt(sxx)
-        se_fixed = s * math.sqrt(1 / n + mean_b**2 / sxx)
-    else:
-        se_slope = se_fixed = 0.0
-    return fixed, slope, se_fixed, se_slope
+    ssr = sum((p - fit.predict(b)) ** 2 for b, p in points)
+    s = math.sqrt(ssr / (n - 2))
+    return s * math.sqrt(1 / n + mean_b**2 / sxx), s / math.sqrt(sxx)
 
 
 def fit_model(search: SearchOutcome, device_overhead_bytes: int = 0) -> MemoryModel | None:
@@ -72,9 +67,11 @@ def fit_model(search: SearchOutcome, device_overhead_bytes: int = 0) -> MemoryMo
     ]
     if len({b for b, _ in points}) < 2 or search.max_batch < 1:
         return None
-    fixed, slope, se_fixed, se_slope = _linear_fit(points)
-    if slope <= 0:
+    fit = fit_memory(points)
+    if fit is None or fit.per_sample_bytes <= 0:
         return None
+    fixed, slope = fit.fixed_bytes, fit.per_sample_bytes
+    se_fixed, se_slope = _stderrs(points, fit)
     budget = search.budget_bytes
     raw_max = math.floor((budget - fixed) / slope)
     # At the certified maximum the next sample did not fit: the limit lies between max and max+1.

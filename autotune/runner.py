@@ -235,6 +235,13 @@ class Run:
         self.device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
         self.probe_count = 0
 
+    @property
+    def soak_steps(self) -> int:
+        """Steps of the soak: ``--soak-steps``, else the device type's default."""
+        if self.cfg.soak_steps is not None:
+            return self.cfg.soak_steps
+        return SOAK_STEPS[self.device_type]
+
     def model_spec(self, data: DatasetShape, variant: Variant) -> ModelSpec:
         return ModelSpec(
             policy=self.cfg.policy,
@@ -401,7 +408,7 @@ class Run:
         self, spec: ModelSpec, variant: Variant, batch_size: int, memory_limit: int, phase: str
     ) -> ProbeRequest:
         cfg = self.cfg
-        soak_steps = cfg.soak_steps if cfg.soak_steps is not None else SOAK_STEPS[self.device_type]
+        soak_steps = self.soak_steps
         return ProbeRequest(
             kind="batch",
             model=spec,
@@ -448,7 +455,7 @@ class Run:
         )
         overhead = max((p.device_overhead_bytes for p in search.probes), default=0)
         outcome.model = fit_model(search, overhead)
-        soak_steps = cfg.soak_steps if cfg.soak_steps is not None else SOAK_STEPS[self.device_type]
+        soak_steps = self.soak_steps
         points = cfg.throughput_points or THROUGHPUT_POINTS[self.device_type]
         outcome.decision = decide_batch(
             search,
