@@ -135,7 +135,7 @@ def _parabola_crossing(points: list[tuple[int, float]], budget_bytes: int, lo: i
     above = [r for r in roots if r > lo]
     if not above:
         return None
-    return math.floor(min(above))
+    return min(above)
 
 
 def find_max_batch(
@@ -185,10 +185,14 @@ def find_max_batch(
 
     run(start)
     while state.hi - state.lo > 1:
+        before = (state.lo, state.hi)
         candidate = _next_candidate(state, fit_points, budget_bytes)
         result = run(candidate)
-        # The model overshot: it predicted a fit where memory ran out. Bisect next, so a curve
-        # that bends away from the line costs at most a logarithmic number of extra probes.
+        # Progress guards: a bounded bracket that guided probes fail to halve, or a fitting size
+        # that creeps up one at a time, switches to bisection or galloping (see _next_candidate).
+        halved = 2 * (state.hi - state.lo) <= before[1] - before[0]
+        state.stalls = 0 if halved else state.stalls + 1
+        state.creeps = state.creeps + 1 if result.fits and candidate == before[0] + 1 else 0
         state.overshot = not result.fits and state.lo > 0
         state.overshoots += state.overshot
         log.debug("bracket [%d, %d) after probing %d", state.lo, state.hi, candidate)
@@ -207,52 +211,104 @@ class _Bracket:
     seen_oom: bool = False
     overshot: bool = False  # the last probe ran out of memory where the model predicted a fit
     overshoots: int = 0
+    jumped: bool = False  # the last probe was a long jump, aimed short of the prediction
+    stalls: int = 0  # consecutive probes that did not halve the bracket
+    creeps: int = 0  # consecutive probes at lo + 1 that fitted
 
 
 # Far from the limit, a line fitted at small sizes is uncertain (memory curves bend upwards as the
-# batch grows, on CPU more than on CUDA): aim this fraction of the way to
-# its prediction, so the probe most likely fits and becomes a precise anchor next to the limit.
-APPROACH = 0.8
+# batch grows, on CPU more than on CUDA): aim this fraction of the way to its prediction, so the
+# probe most likely fits and becomes a precise anchor next to the limit.
+APPROACH = 0.75
+# When such a jump still ran out of memory, it usually missed by little: try this fraction of the
+# way up the bracket it left, rather than its middle.
+RECOVER = 0.85
 # Never jump more than this factor past the largest size that fitted: at tiny sizes memory can
 # look flat (allocator chunks hide the activations), and a near-zero slope predicts thousands.
 MAX_GROWTH = 16
+# Guided probes that fail to halve a bounded bracket this many times in a row give way to bisection.
+MAX_STALLS = 3
+# A parabola is trusted where it predicts the next size down within this fraction of the peaks' span.
+CURVE_CHECK = 0.01
+
+
+def _parabola_checks_out(points: list[tuple[int, float]]) -> bool:
+    """Whether the parabola through the three largest sizes also predicts the size below them.
+
+    It fails where the smallest of the three sits on a flat stretch (allocator chunks at tiny
+    sizes), which exaggerates the curvature. With only three sizes there is nothing to check.
+    """
+    by_size = sorted(dict(points).items())
+    if len(by_size) < 4:
+        return True
+    (xm, ym), (x0, y0), (x1, y1), (x2, y2) = by_size[-4:]
+    d01 = (y1 - y0) / (x1 - x0)
+    d12 = (y2 - y1) / (x2 - x1)
+    d2 = (d12 - d01) / (x2 - x0)
+    predicted = y0 + d01 * (xm - x0) + d2 * (xm - x0) * (xm - x1)
+    return abs(predicted - ym) <= CURVE_CHECK * (y2 - ym)
+
+
+def _curved_crossing(
+    points: list[tuple[int, float]], budget_bytes: int, lo: int, hi: int, line_crossing: float
+) -> float | None:
+    """Where the budget is crossed, following the curvature; None without a usable parabola.
+
+    A parabola that does not check out exaggerates the bend while the line ignores it: the limit
+    lies between them, so take their middle.
+    """
+    curved = _parabola_crossing(points, budget_bytes, lo)
+    if curved is None or not lo < curved < hi:
+        return None
+    if _parabola_checks_out(points):
+        return curved
+    return (curved + min(line_crossing, hi - 0.5)) / 2
 
 
 def _next_candidate(state: _Bracket, fit_points: list[tuple[int, float]], budget_bytes: int) -> int:
     """The next size to probe, strictly inside ``(lo, hi)``."""
     lo, hi = state.lo, state.hi
+    last_jumped, state.jumped = state.jumped, False
+
+    def inside(size: int) -> int:
+        return min(max(size, lo + 1), lo * MAX_GROWTH, hi - 1)
+
     if lo == 0:
         # Even the start size did not fit: halve towards 1.
         return max(1, hi // 2)
     bounded = state.seen_oom
-    if state.overshot and hi - lo > 2:
-        return (lo + hi) // 2
+    if bounded and state.stalls >= MAX_STALLS and hi - lo > 2:
+        return (lo + hi) // 2  # the models keep missing: bisect, so the worst case stays logarithmic
+    if state.creeps >= 2:
+        return inside(lo + 2**state.creeps)  # flat memory (coarse allocator blocks): gallop
+    if state.overshot and last_jumped and hi - lo > 2:
+        return lo + max(1, math.floor(RECOVER * (hi - lo)))
     line = _local_line(fit_points)
     if line is None:
         guess = (lo + hi) // 2 if bounded else max(SECOND_PROBE, lo * 4)
-        return min(max(guess, lo + 1), hi - 1)
+        return inside(guess)
     if line[0] <= 0:
         # Memory did not grow with the batch yet (allocator chunks, noise at tiny sizes): grow as
         # far as a near-flat line would.
-        guess = (lo + hi) // 2 if bounded else lo * MAX_GROWTH
-        return min(max(guess, lo + 1), hi - 1)
+        return inside((lo + hi) // 2 if bounded else lo * MAX_GROWTH)
     slope, anchor_peak = line
-    predicted = lo + math.floor((budget_bytes - anchor_peak) / slope)
+    crossing = lo + (budget_bytes - anchor_peak) / slope
     if state.overshoots:
-        # The curve bends away from the line: follow its curvature through the three largest
-        # fitting sizes instead.
-        curved = _parabola_crossing(fit_points, budget_bytes, lo)
-        if curved is not None and lo < curved < hi:
-            return curved
-    if predicted <= lo:
-        return lo + 1  # the model says lo is the maximum: certify with the next size up
-    if bounded and predicted >= hi and hi - lo > 2:
+        # The curve has bent away from the line once: follow its curvature from now on.
+        curved = _curved_crossing(fit_points, budget_bytes, lo, hi, crossing)
+        if curved is not None:
+            return inside(math.floor(curved + 0.5))
+    if bounded and crossing >= hi and hi - lo > 2:
         return (lo + hi) // 2  # the model contradicts a measured out-of-memory: bisect
-    distance = predicted - lo
-    # Approach from below when the jump is long, or once the curve has bent away from the line.
-    if distance > max(16, lo // 5) or (state.overshoots and distance > 2):
-        predicted = lo + max(1, math.floor(APPROACH * distance))
-    return min(predicted, lo * MAX_GROWTH, hi - 1)
+    distance = crossing - lo
+    if distance > max(16, lo // 3):
+        # A long jump: approach from below.
+        state.jumped = True
+        return inside(lo + max(1, math.floor(APPROACH * distance)))
+    # Next to the limit: the size the curve (or the line) says is the maximum or the one above;
+    # either, once probed, leaves one probe to certify.
+    curved = _curved_crossing(fit_points, budget_bytes, lo, hi, crossing)
+    return inside(math.floor((curved if curved is not None else crossing) + 0.5))
 
 
 def recommend_batch(outcome: SearchOutcome, headroom: float) -> int:
