@@ -8,11 +8,14 @@ runs out; on CPU the growth of the probe's resident set).
 
 How it saves probes: peak memory grows almost linearly with the batch (a fixed cost for weights,
 gradients, optimiser state and workspace, plus activations per sample). After two small probes the
-search fits that line to the measured peaks and jumps straight to the predicted limit, then
-certifies it with the next size up. Each new fitting probe, being closer to the limit, sharpens the
-fit. Where the curve bends (allocator rounding, attention's quadratic terms), a guard falls back to
-bisection whenever a guided probe failed to halve the bracket, so the worst case stays
-logarithmic.
+search fits that line to the measured peaks and jumps towards the predicted limit: three quarters
+of the way while the jump is long, since a line fitted at small sizes underestimates a curve that
+bends upwards. Next to the limit it aims at the crossing itself, following the curvature through
+the three largest fitting sizes where there are enough of them, and rounds to the nearer size: the
+maximum or the size above it, either of which leaves one probe to certify. A long jump that ran
+out of memory usually missed by little, so the next probe goes most of the way back up rather than
+to the middle. Guards keep the worst case logarithmic: bisection when guided probes keep failing
+to halve the bracket, galloping when memory stays flat and the size creeps up one at a time.
 """
 
 from __future__ import annotations

@@ -36,3 +36,27 @@ def test_fake_benchmark_writes_every_column_and_autotune_is_exact_with_half_the_
     printed = capsys.readouterr().out
     assert printed.count(" s simulated") == len(rows)
     assert f"summary: autotune exact in {len(scenarios)}/{len(scenarios)} scenarios" in printed
+
+
+REPLAY = Path(__file__).resolve().parents[1] / "benchmarks" / "search_replay.py"
+
+
+def test_replay_of_the_measured_curves_is_exact_at_every_budget(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("search_replay", REPLAY)
+    replay = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = replay
+    spec.loader.exec_module(replay)
+    out = tmp_path / "replay.csv"
+    assert replay.main(["--out", str(out)]) == 0
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == replay.COLUMNS
+    assert {r["policy"] for r in rows} == {"act", "smolvla"}
+    assert len(rows) == 2 * replay.BUDGETS_PER_CURVE
+    assert all(r["autotune_exact"] == "True" and r["lightning_exact"] == "True" for r in rows)
+    for policy in ("act", "smolvla"):
+        ours = sum(int(r["autotune_probes"]) for r in rows if r["policy"] == policy)
+        theirs = sum(int(r["lightning_probes"]) for r in rows if r["policy"] == policy)
+        assert 2 * ours <= theirs * 1.0 + 0.1 * theirs, (policy, ours, theirs)
+    printed = capsys.readouterr().out
+    assert printed.count("autotune exact in 120/120") == 2

@@ -125,3 +125,51 @@ def test_accelerate_style_halving_is_not_exact() -> None:
     probe = FakeProbe(linear(1 * GiB, 10 * MiB), budget)
     outcome = accelerate_shrink(probe, budget, start=1024)
     assert outcome.max_batch == 256  # the first power-of-two fraction that runs, not 307
+
+
+def cpu_act_like(b: int) -> float:
+    """The shape measured for a cut-down ACT on CPU: flat to batch 8, then a slope that steepens
+    from about 2.2 to 3 MiB per sample by batch 230."""
+    if b <= 8:
+        return 420 * MiB
+    return 420 * MiB + 2.2 * MiB * (b - 8) + 0.0017 * MiB * (b - 8) ** 2
+
+
+@pytest.mark.parametrize("budget_mib", [700, 850, 1000, 1024, 1100, 1400])
+def test_search_on_a_flat_start_that_steepens_stays_within_half_of_lightning(budget_mib: int) -> None:
+    budget = budget_mib * MiB
+    ours, theirs = FakeProbe(cpu_act_like, budget), FakeProbe(cpu_act_like, budget)
+    outcome = find_max_batch(ours, budget)
+    lightning_binsearch(theirs, budget)
+    assert outcome.max_batch == ours.true_max() and outcome.certified
+    assert 2 * len(ours.calls) <= len(theirs.calls), (ours.calls, theirs.calls)
+
+
+def test_search_stays_logarithmic_when_the_measured_peaks_are_useless() -> None:
+    # Peaks are noise unrelated to the batch; only the out-of-memory boundary (at 1000) is real.
+    import random
+
+    rng = random.Random(7)
+
+    def noisy(batch_size: int) -> ProbeResult:
+        if batch_size > 1000:
+            return ProbeResult(status="oom", batch_size=batch_size)
+        peak = int(rng.uniform(0.1, 1.0) * 4 * GiB)
+        return ProbeResult(
+            status="ok", batch_size=batch_size, peak_reserved_bytes=peak, peak_allocated_bytes=peak
+        )
+
+    calls: list[int] = []
+    outcome = find_max_batch(lambda b: calls.append(b) or noisy(b), 4 * GiB)
+    assert outcome.max_batch == 1000 and outcome.certified
+    assert len(calls) <= 40, calls
+
+
+def test_search_gallops_through_memory_that_stays_flat_in_coarse_blocks() -> None:
+    curve = stepped(1.2 * GiB, 60 * MiB, 512 * MiB)
+    budget = 79 * GiB
+    ours, theirs = FakeProbe(curve, budget), FakeProbe(curve, budget)
+    outcome = find_max_batch(ours, budget)
+    lightning_binsearch(theirs, budget)
+    assert outcome.max_batch == ours.true_max() and outcome.certified
+    assert len(ours.calls) <= len(theirs.calls), (ours.calls, theirs.calls)
