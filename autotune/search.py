@@ -8,14 +8,16 @@ runs out; on CPU the growth of the probe's resident set).
 
 How it saves probes: peak memory grows almost linearly with the batch (a fixed cost for weights,
 gradients, optimiser state and workspace, plus activations per sample). After two small probes the
-search fits that line to the measured peaks and jumps towards the predicted limit: three quarters
-of the way while the jump is long, since a line fitted at small sizes underestimates a curve that
-bends upwards. Next to the limit it aims at the crossing itself, following the curvature through
-the three largest fitting sizes where there are enough of them, and rounds to the nearer size: the
-maximum or the size above it, either of which leaves one probe to certify. A long jump that ran
+search fits that line to the measured peaks and jumps towards the predicted limit: 85% of the way
+while the jump is long, and less the further the line is stretched past the sizes it was measured
+over, since a line fitted at small sizes underestimates a curve that bends upwards. Next to the
+limit it aims at the crossing itself, following the curvature through the three largest fitting
+sizes where there are enough of them, and rounds to the nearer size: the maximum or the size above
+it, either of which leaves one probe to certify. A long jump that ran
 out of memory usually missed by little, so the next probe goes most of the way back up rather than
 to the middle. Guards keep the worst case logarithmic: bisection when guided probes keep failing
-to halve the bracket, galloping when memory stays flat and the size creeps up one at a time.
+to halve the bracket, galloping when the size creeps one at a time (up where memory stays flat,
+down where the limit sits lower than the models say).
 """
 
 from __future__ import annotations
@@ -94,8 +96,8 @@ class SearchOutcome:
         return None
 
 
-def _local_line(points: list[tuple[int, float]]) -> tuple[float, float] | None:
-    """Slope near the limit, and the peak at the largest fitting size.
+def _local_line(points: list[tuple[int, float]]) -> tuple[float, float, int] | None:
+    """Slope near the limit, the peak at the largest fitting size, and the sizes the slope spans.
 
     The slope runs from the largest fitting size to the smallest one at least half as large (or
     the next one below): local enough to follow a bending curve, long enough that allocator
@@ -112,8 +114,8 @@ def _local_line(points: list[tuple[int, float]]) -> tuple[float, float] | None:
     if slope <= 0 and len(window) >= 3:
         fit = fit_memory(window)
         assert fit is not None
-        return fit.per_sample_bytes, fit.predict(b2)
-    return slope, p2
+        return fit.per_sample_bytes, fit.predict(b2), b2 - window[0][0]
+    return slope, p2, b2 - b1
 
 
 def _parabola_crossing(points: list[tuple[int, float]], budget_bytes: int, lo: int) -> int | None:
@@ -196,6 +198,7 @@ def find_max_batch(
         halved = 2 * (state.hi - state.lo) <= before[1] - before[0]
         state.stalls = 0 if halved else state.stalls + 1
         state.creeps = state.creeps + 1 if result.fits and candidate == before[0] + 1 else 0
+        state.sinks = state.sinks + 1 if not result.fits and candidate == before[1] - 1 else 0
         state.overshot = not result.fits and state.lo > 0
         state.overshoots += state.overshot
         log.debug("bracket [%d, %d) after probing %d", state.lo, state.hi, candidate)
@@ -217,12 +220,16 @@ class _Bracket:
     jumped: bool = False  # the last probe was a long jump, aimed short of the prediction
     stalls: int = 0  # consecutive probes that did not halve the bracket
     creeps: int = 0  # consecutive probes at lo + 1 that fitted
+    sinks: int = 0  # consecutive probes at hi - 1 that ran out of memory
 
 
 # Far from the limit, a line fitted at small sizes is uncertain (memory curves bend upwards as the
 # batch grows, on CPU more than on CUDA): aim this fraction of the way to its prediction, so the
-# probe most likely fits and becomes a precise anchor next to the limit.
-APPROACH = 0.75
+# probe most likely fits and becomes a precise anchor next to the limit ...
+APPROACH = 0.85
+# ... and less far the more the line is stretched beyond the sizes it was measured over: the
+# fraction is divided by (jump / span of the line) ** STRETCH_DAMPING (0.85 at 1x, 0.75 at 3.5x).
+STRETCH_DAMPING = 0.1
 # When such a jump still ran out of memory, it usually missed by little: try this fraction of the
 # way up the bracket it left, rather than its middle.
 RECOVER = 0.85
@@ -284,6 +291,8 @@ def _next_candidate(state: _Bracket, fit_points: list[tuple[int, float]], budget
         return (lo + hi) // 2  # the models keep missing: bisect, so the worst case stays logarithmic
     if state.creeps >= 2:
         return inside(lo + 2**state.creeps)  # flat memory (coarse allocator blocks): gallop
+    if state.sinks and hi - lo > 2:
+        return inside(hi - 2**state.sinks)  # the crossing sits lower than the models say: gallop down
     if state.overshot and last_jumped and hi - lo > 2:
         return lo + max(1, math.floor(RECOVER * (hi - lo)))
     line = _local_line(fit_points)
@@ -294,7 +303,7 @@ def _next_candidate(state: _Bracket, fit_points: list[tuple[int, float]], budget
         # Memory did not grow with the batch yet (allocator chunks, noise at tiny sizes): grow as
         # far as a near-flat line would.
         return inside((lo + hi) // 2 if bounded else lo * MAX_GROWTH)
-    slope, anchor_peak = line
+    slope, anchor_peak, span = line
     crossing = lo + (budget_bytes - anchor_peak) / slope
     if state.overshoots:
         # The curve has bent away from the line once: follow its curvature from now on.
@@ -307,7 +316,8 @@ def _next_candidate(state: _Bracket, fit_points: list[tuple[int, float]], budget
     if distance > max(16, lo // 3):
         # A long jump: approach from below.
         state.jumped = True
-        return inside(lo + max(1, math.floor(APPROACH * distance)))
+        stretch = max(1.0, distance / span)
+        return inside(lo + max(1, math.floor(APPROACH / stretch**STRETCH_DAMPING * distance)))
     # Next to the limit: the size the curve (or the line) says is the maximum or the one above;
     # either, once probed, leaves one probe to certify.
     curved = _curved_crossing(fit_points, budget_bytes, lo, hi, crossing)

@@ -37,8 +37,33 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CURVE_CSV = RESULTS / "memory_curves_cpu.csv"
 DEFAULT_OUT = RESULTS / "search_replay_cpu.csv"
 LADDER = {
-    "act": (1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 208, 216, 224, 232, 240, 256),
-    "smolvla": (1, 2, 4, 8, 16, 32, 48, 64, 72, 80, 96, 128, 160, 192, 224, 256),
+    "act": (
+        1,
+        2,
+        4,
+        8,
+        16,
+        32,
+        48,
+        64,
+        80,
+        96,
+        104,
+        112,
+        120,
+        128,
+        144,
+        160,
+        176,
+        192,
+        208,
+        216,
+        224,
+        232,
+        240,
+        256,
+    ),
+    "smolvla": (1, 2, 4, 8, 16, 24, 32, 48, 64, 72, 80, 88, 96, 112, 128, 160, 192, 224, 256),
 }
 BUDGETS_PER_CURVE = 120  # evenly spaced from just above the peak at batch 1 to the largest peak
 MIN_BOUND_MAX = 64  # the half-the-probes bound is counted where the maximum is at least this
