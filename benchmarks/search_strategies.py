@@ -454,7 +454,11 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="real scenario at the first budget only, no recheck"
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for the real scenario")
-    parser.add_argument("--policy", default="act", choices=["act", "smolvla"])
+    parser.add_argument(
+        "--policy",
+        default="act",
+        help="policies for the real scenario, comma-separated: act, smolvla (default act)",
+    )
     parser.add_argument(
         "--budgets", help="real-scenario budgets, comma-separated (e.g. 700MiB,1GiB); default per device"
     )
@@ -470,18 +474,25 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(rows, args.out)
     checks: list[str] = []
     if not args.skip_real:
-        budgets = (
-            [parse_size(s) for s in args.budgets.split(",")]
-            if args.budgets
-            else default_real_budgets(args.policy, args.device)
-        )
-        if args.quick:
-            budgets = budgets[:1]
+        policies = [p.strip() for p in args.policy.split(",") if p.strip()]
+        unknown = sorted(set(policies) - set(CPU_BUDGETS))
+        if unknown or not policies:
+            parser.error(f"--policy: unknown {', '.join(unknown) or 'empty list'}; use act, smolvla")
         timeout_s = args.probe_timeout or (300.0 if args.device == "cpu" else 900.0)
-        real, checks = real_rows(args.policy, args.device, budgets, timeout_s, recheck=not args.quick)
-        for row in real:
-            print(describe(row), flush=True)
-        rows += real
+        for policy in policies:
+            budgets = (
+                [parse_size(s) for s in args.budgets.split(",")]
+                if args.budgets
+                else default_real_budgets(policy, args.device)
+            )
+            if args.quick:
+                budgets = budgets[:1]
+            real, policy_checks = real_rows(policy, args.device, budgets, timeout_s, recheck=not args.quick)
+            for row in real:
+                print(describe(row), flush=True)
+            rows += real
+            checks += policy_checks
+            write_csv(rows, args.out)  # each policy's rows land as soon as they are measured
         print(
             "real probes: cached per batch size within a scenario; probes and probe time per strategy "
             "are counted as if uncached (sum of wall_s of every result asked for)"
