@@ -190,13 +190,13 @@ def find_max_batch(
 
     run(start)
     while state.hi - state.lo > 1:
-        before = (state.lo, state.hi)
+        before, bounded = (state.lo, state.hi), state.seen_oom
         candidate = _next_candidate(state, fit_points, budget_bytes)
         result = run(candidate)
         # Progress guards: a bounded bracket that guided probes fail to halve, or a fitting size
         # that creeps up one at a time, switches to bisection or galloping (see _next_candidate).
         halved = 2 * (state.hi - state.lo) <= before[1] - before[0]
-        state.stalls = 0 if halved else state.stalls + 1
+        state.stalls = state.stalls + 1 if bounded and not halved else 0
         state.creeps = state.creeps + 1 if result.fits and candidate == before[0] + 1 else 0
         state.sinks = state.sinks + 1 if not result.fits and candidate == before[1] - 1 else 0
         state.overshot = not result.fits and state.lo > 0
