@@ -13,9 +13,8 @@ while the jump is long, and less the further the line is stretched past the size
 over, since a line fitted at small sizes underestimates a curve that bends upwards. Next to the
 limit it aims at the crossing itself, following the curvature through the three largest fitting
 sizes where there are enough of them, and rounds to the nearer size: the maximum or the size above
-it, either of which leaves one probe to certify. A long jump that ran
-out of memory usually missed by little, so the next probe goes most of the way back up rather than
-to the middle. Guards keep the worst case logarithmic: bisection when guided probes keep failing
+it, either of which leaves one probe to certify. A long jump that ran out of memory usually missed
+by little, so the next probe goes most of the way back up rather than to the middle. Guards keep the worst case logarithmic: bisection when guided probes keep failing
 to halve the bracket, galloping when the size creeps one at a time (up where memory stays flat,
 down where the limit sits lower than the models say).
 """
@@ -118,8 +117,8 @@ def _local_line(points: list[tuple[int, float]]) -> tuple[float, float, int] | N
     return slope, p2, b2 - b1
 
 
-def _parabola_crossing(points: list[tuple[int, float]], budget_bytes: int, lo: int) -> int | None:
-    """Where the parabola through the three largest fitting sizes reaches the budget (floor)."""
+def _parabola_crossing(points: list[tuple[int, float]], budget_bytes: int, lo: int) -> float | None:
+    """Where the parabola through the three largest fitting sizes reaches the budget."""
     by_size = sorted(dict(points).items())[-3:]
     if len(by_size) < 3:
         return None
@@ -218,7 +217,7 @@ class _Bracket:
     overshot: bool = False  # the last probe ran out of memory where the model predicted a fit
     overshoots: int = 0
     jumped: bool = False  # the last probe was a long jump, aimed short of the prediction
-    stalls: int = 0  # consecutive probes that did not halve the bracket
+    stalls: int = 0  # consecutive probes that did not halve a bounded bracket
     creeps: int = 0  # consecutive probes at lo + 1 that fitted
     sinks: int = 0  # consecutive probes at hi - 1 that ran out of memory
 
