@@ -466,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
         "--probe-timeout", type=float, default=None, help="seconds per probe (300 CPU, 900 GPU)"
     )
     args = parser.parse_args(argv)
+    policies = [p.strip() for p in args.policy.split(",") if p.strip()]
+    unknown = sorted(set(policies) - set(CPU_BUDGETS))
+    if unknown or not policies:
+        parser.error(f"--policy: unknown {', '.join(unknown) or 'empty list'}; use act, smolvla")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     rows = fake_rows()
@@ -474,10 +478,6 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(rows, args.out)
     checks: list[str] = []
     if not args.skip_real:
-        policies = [p.strip() for p in args.policy.split(",") if p.strip()]
-        unknown = sorted(set(policies) - set(CPU_BUDGETS))
-        if unknown or not policies:
-            parser.error(f"--policy: unknown {', '.join(unknown) or 'empty list'}; use act, smolvla")
         timeout_s = args.probe_timeout or (300.0 if args.device == "cpu" else 900.0)
         for policy in policies:
             budgets = (
