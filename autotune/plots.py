@@ -134,22 +134,15 @@ def plot_workers(path: Path, *, title: str, trials: list[dict[str, Any]], chosen
         xs = [t["num_workers"] for t in series]
         color = colors[i % len(colors)]
         speed_ax.plot(xs, [t["samples_per_s"] for t in series], marker="o", color=color, label=label)
-        time_ax.plot(
-            xs,
-            [t["data_s"] for t in series],
-            marker="o",
-            linestyle="--",
-            color=color,
-            label=f"data_s, {label}",
-        )
-        time_ax.plot(
-            xs,
-            [t["updt_s"] for t in series],
-            marker="s",
-            linestyle=":",
-            color=color,
-            label=f"updt_s, {label}",
-        )
+        for key, marker, linestyle in (("data_s", "o", "--"), ("updt_s", "s", ":")):
+            time_ax.plot(
+                xs,
+                [t[key] for t in series],
+                marker=marker,
+                linestyle=linestyle,
+                color=color,
+                label=f"{key}, {label}",
+            )
     time_ax.xaxis.get_major_locator().set_params(integer=True)
     speed_ax.axvline(chosen, color="black", linestyle="--", linewidth=1, label=f"chosen: {chosen}")
     speed_ax.set_ylabel("samples/s")

@@ -146,6 +146,22 @@ def append_rows(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, 
     os.replace(tmp, path)
 
 
+def replace_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Write a whole CSV at ``path`` atomically: a temporary file beside it, then a rename."""
+    data = _render(columns, rows, header=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class ResultsWriter:
     """Writes one run's rows into the results folder's CSV files."""
 

@@ -19,16 +19,22 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from autotune.baselines import lightning_binsearch
-from autotune.search import find_max_batch
-from probes.protocol import ProbeResult
+from autotune.results import replace_csv
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark, imported as a module
+from search_strategies import (  # noqa: E402
+    LIGHTNING,
+    CachedRealProbe,
+    SimulatedProbe,
+    real_spec,
+    run_strategy,
+    true_max,
+)
 
 log = logging.getLogger("benchmarks.search_replay")
 
@@ -89,9 +95,6 @@ COLUMNS = [f.name for f in fields(Row)]
 
 def measure(policy: str, sizes: tuple[int, ...]) -> list[tuple[int, int]]:
     """Peak memory of real probe children at each size, with no budget in the way."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from search_strategies import CachedRealProbe, real_spec
-
     probe = CachedRealProbe(real_spec(policy, "cpu"), "cpu", "fp32", 64 * 1024 * MiB, timeout_s=900)
     points = []
     for size in sizes:
@@ -112,16 +115,6 @@ def read_curves(path: Path) -> dict[str, list[tuple[int, int]]]:
     return {policy: sorted(points) for policy, points in curves.items()}
 
 
-def write_atomic(path: Path, header: list[str], rows: list[list[object]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def interpolated(points: list[tuple[int, int]]) -> Callable[[int], float]:
     """Peak at any batch: linear between measured sizes, the last segment's slope beyond them."""
 
@@ -135,41 +128,30 @@ def interpolated(points: list[tuple[int, int]]) -> Callable[[int], float]:
     return curve
 
 
-class ReplayProbe:
-    def __init__(self, curve: Callable[[int], float], budget_bytes: int) -> None:
-        self.curve, self.budget_bytes, self.calls = curve, budget_bytes, []
-
-    def __call__(self, batch_size: int) -> ProbeResult:
-        self.calls.append(batch_size)
-        peak = self.curve(batch_size)
-        if peak > self.budget_bytes:
-            return ProbeResult(status="oom", batch_size=batch_size, message="replayed out of memory")
-        return ProbeResult(
-            status="ok", batch_size=batch_size, peak_reserved_bytes=int(peak), peak_allocated_bytes=int(peak)
-        )
-
-
 def replay(policy: str, points: list[tuple[int, int]], budgets: int = BUDGETS_PER_CURVE) -> list[Row]:
     curve = interpolated(points)
     low, high = points[0][1], points[-1][1]
     rows = []
     for i in range(1, budgets + 1):
         budget = int(low + (high - low) * i / budgets)
-        truth = max(b for b in range(1, points[-1][0] + 1) if curve(b) <= budget)
-        ours, theirs = ReplayProbe(curve, budget), ReplayProbe(curve, budget)
-        mine = find_max_batch(ours, budget)
-        lightning = lightning_binsearch(theirs, budget, start=2)
+        truth = true_max(curve, budget)
+        probe = SimulatedProbe(curve, budget)
+        ours, theirs = (
+            run_strategy(name, probe, budget, fresh=lambda: 0) for name in ("autotune", LIGHTNING)
+        )
         rows.append(
             Row(
                 policy=policy,
                 budget_bytes=budget,
                 true_max=truth,
-                autotune_probes=len(ours.calls),
-                lightning_probes=len(theirs.calls),
-                autotune_exact=mine.max_batch == truth and mine.certified,
-                lightning_exact=lightning.max_batch == truth,
-                within_half=2 * len(ours.calls) <= len(theirs.calls),
-                autotune_sequence=" ".join(map(str, ours.calls)),
+                autotune_probes=len(ours.asked),
+                lightning_probes=len(theirs.asked),
+                autotune_exact=ours.outcome is not None
+                and ours.outcome.max_batch == truth
+                and ours.outcome.certified,
+                lightning_exact=theirs.outcome is not None and theirs.outcome.max_batch == truth,
+                within_half=2 * len(ours.asked) <= len(theirs.asked),
+                autotune_sequence=" ".join(str(r.batch_size) for r in ours.asked),
             )
         )
     return rows
@@ -210,10 +192,14 @@ def main(argv: list[str] | None = None) -> int:
         for policy in args.measure:
             log.info("measuring %s at %s", policy, LADDER[policy])
             curves[policy] = measure(policy, LADDER[policy])
-        write_atomic(
+        replace_csv(
             args.curves,
             ["policy", "batch_size", "peak_reserved_bytes"],
-            [[p, b, peak] for p, points in sorted(curves.items()) for b, peak in points],
+            (
+                {"policy": p, "batch_size": b, "peak_reserved_bytes": peak}
+                for p, points in sorted(curves.items())
+                for b, peak in points
+            ),
         )
         print(f"wrote {args.curves}")
     if not curves:
@@ -223,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         policy_rows = replay(policy, points)
         rows += policy_rows
         print(summary(policy, policy_rows))
-    write_atomic(args.out, COLUMNS, [list(asdict(r).values()) for r in rows])
+    replace_csv(args.out, COLUMNS, (asdict(r) for r in rows))
     print(f"wrote {args.out}")
     return 0
 

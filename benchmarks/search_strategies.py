@@ -17,12 +17,9 @@ sum of ``wall_s`` of every probe result it asked for. ``fresh_probes`` says how 
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -31,6 +28,7 @@ from pathlib import Path
 from autotune.baselines import accelerate_shrink, lightning_binsearch
 from autotune.errors import ProbeError
 from autotune.probe_client import run_probe
+from autotune.results import replace_csv
 from autotune.search import DEFAULT_MAX_BATCH, SearchOutcome, find_max_batch
 from autotune.units import parse_size
 from probes.protocol import ModelSpec, ProbeRequest, ProbeResult
@@ -430,20 +428,7 @@ def summary(rows: list[Row]) -> str:
 
 
 def write_csv(rows: list[Row], path: Path) -> None:
-    """Write atomically: a temporary file in the same folder, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a results file is for everyone
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: "" if v is None else v for k, v in asdict(row).items()})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_csv(path, COLUMNS, (asdict(row) for row in rows))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,6 @@ tuned choice within 3% of the grid's best, with at most 40% of the grid's trials
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import os
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 from autotune.fingerprint import cpu_cores
 from autotune.loader import LoaderModel
 from autotune.probe_client import run_probe
+from autotune.results import replace_csv
 from autotune.study import LEROBOT_DEFAULT_PREFETCH, LEROBOT_DEFAULT_WORKERS, PREFETCH_CHOICES, run_study
 from autotune.units import parse_image_size
 from probes.protocol import ModelSpec, ProbeRequest, ProbeResult
@@ -215,13 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         f"goal: tuned within 3% of the grid's best: {'yes' if within else 'NO'} ({tuned['vs_grid_best']:.1%}); "
         f"at most 40% of the grid's trials: {'yes' if cheap else 'NO'} ({tuned['trials_used']}/{len(grid)})"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(f".{out.name}.tmp")
-    with open(tmp_out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp_out, out)
+    replace_csv(out, COLUMNS, rows)
     print(f"wrote {out}")
     return 0 if within and cheap else 1
 

@@ -9,7 +9,7 @@ import pytest
 
 from autotune.errors import UserError
 from autotune.profile import command_line, lerobot_train_args, read_profile
-from autotune.results import BATCH_PROBE_COLUMNS, RUN_COLUMNS, ResultsWriter, append_rows
+from autotune.results import BATCH_PROBE_COLUMNS, RUN_COLUMNS, ResultsWriter, append_rows, replace_csv
 from autotune.units import format_bytes, parse_image_size, parse_size
 
 
@@ -122,3 +122,13 @@ def test_lerobot_command_carries_the_tuned_values() -> None:
     )
     assert not any(a.startswith(("--prefetch_factor", "--accelerator.mixed")) for a in fp32_no_workers)
     assert "'--dataset.root=/data/x y'" in command_line(fp32_no_workers)
+
+
+def test_replace_csv_leaves_the_old_file_whole_when_a_row_is_bad(tmp_path) -> None:
+    path = tmp_path / "table.csv"
+    replace_csv(path, ["a", "b"], [{"a": 1, "b": None}])
+    assert path.read_text() == "a,b\n1,\n"
+    with pytest.raises(ValueError):
+        replace_csv(path, ["a", "b"], [{"a": 2, "b": 3}, {"a": 4, "c": 5}])
+    assert path.read_text() == "a,b\n1,\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
