@@ -57,6 +57,6 @@ def test_replay_of_the_measured_curves_is_exact_at_every_budget(tmp_path, capsys
     for policy in ("act", "smolvla"):
         ours = sum(int(r["autotune_probes"]) for r in rows if r["policy"] == policy)
         theirs = sum(int(r["lightning_probes"]) for r in rows if r["policy"] == policy)
-        assert 2 * ours <= theirs * 1.0 + 0.1 * theirs, (policy, ours, theirs)
+        assert 2 * ours <= theirs, (policy, ours, theirs)  # at most half the probes in all
     printed = capsys.readouterr().out
     assert printed.count("autotune exact in 120/120") == 2
