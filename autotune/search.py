@@ -14,9 +14,12 @@ over, since a line fitted at small sizes underestimates a curve that bends upwar
 limit it aims at the crossing itself, following the curvature through the three largest fitting
 sizes where there are enough of them, and rounds to the nearer size: the maximum or the size above
 it, either of which leaves one probe to certify. A long jump that ran out of memory usually missed
-by little, so the next probe goes most of the way back up rather than to the middle. Guards keep the worst case logarithmic: bisection when guided probes keep failing
-to halve the bracket, galloping when the size creeps one at a time (up where memory stays flat,
-down where the limit sits lower than the models say).
+by little, so the next probe goes most of the way back up rather than to the middle. A probe aimed
+at the crossing that ran out of memory most likely missed by the measurement's noise (on CPU a
+fraction of a MiB between fresh children, as much as a sample's memory for a small model), so
+where the bracket is narrow the next probe is the size just below it. Guards keep the worst case logarithmic: bisection when guided
+probes keep failing to halve the bracket, galloping when the size creeps one at a time (up where
+memory stays flat, down where the limit sits lower than the models say).
 """
 
 from __future__ import annotations
@@ -217,6 +220,7 @@ class _Bracket:
     overshot: bool = False  # the last probe ran out of memory where the model predicted a fit
     overshoots: int = 0
     jumped: bool = False  # the last probe was a long jump, aimed short of the prediction
+    near: bool = False  # the last probe aimed at the crossing next to the limit
     stalls: int = 0  # consecutive probes that did not halve a bounded bracket
     creeps: int = 0  # consecutive probes at lo + 1 that fitted
     sinks: int = 0  # consecutive probes at hi - 1 that ran out of memory
@@ -239,6 +243,11 @@ MAX_GROWTH = 16
 MAX_STALLS = 3
 # A parabola is trusted where it predicts the next size down within this fraction of the peaks' span.
 CURVE_CHECK = 0.01
+# Next to the limit, measurement noise (on CPU a few tenths of a MiB between fresh children) can be
+# as large as a sample's memory. Where the bracket is narrow, at most this fraction of the largest
+# size that fitted, a probe aimed at the limit that ran out of memory is taken to have missed by
+# that noise: the size just below is tried next, and then again the size below that.
+NOISE_BRACKET = 1 / 3
 
 
 def _parabola_checks_out(points: list[tuple[int, float]]) -> bool:
@@ -278,6 +287,7 @@ def _next_candidate(state: _Bracket, fit_points: list[tuple[int, float]], budget
     """The next size to probe, strictly inside ``(lo, hi)``."""
     lo, hi = state.lo, state.hi
     last_jumped, state.jumped = state.jumped, False
+    last_near, state.near = state.near, False
 
     def inside(size: int) -> int:
         return min(max(size, lo + 1), lo * MAX_GROWTH, hi - 1)
@@ -290,10 +300,17 @@ def _next_candidate(state: _Bracket, fit_points: list[tuple[int, float]], budget
         return (lo + hi) // 2  # the models keep missing: bisect, so the worst case stays logarithmic
     if state.creeps >= 2:
         return inside(lo + 2**state.creeps)  # flat memory (coarse allocator blocks): gallop
+    narrow = hi - lo <= NOISE_BRACKET * lo
     if state.sinks and hi - lo > 2:
-        return inside(hi - 2**state.sinks)  # the crossing sits lower than the models say: gallop down
+        # The crossing sits lower than the models say: gallop down from the last miss (-2, -4,
+        # -8, ...; in a narrow bracket -1, -2, -4, ..., as noise makes misses by one or two common).
+        return inside(hi - 2 ** (state.sinks - 1 if narrow else state.sinks))
     if state.overshot and last_jumped and hi - lo > 2:
         return lo + max(1, math.floor(RECOVER * (hi - lo)))
+    if state.overshot and last_near and narrow and hi - lo > 2:
+        # A probe aimed at the crossing missed it narrowly: by measurement noise more likely than
+        # by a bend the models missed, so the size just below is the likeliest maximum.
+        return hi - 1
     line = _local_line(fit_points)
     if line is None:
         guess = (lo + hi) // 2 if bounded else max(SECOND_PROBE, lo * 4)
@@ -320,6 +337,7 @@ def _next_candidate(state: _Bracket, fit_points: list[tuple[int, float]], budget
     # Next to the limit: the size the curve (or the line) says is the maximum or the one above;
     # either, once probed, leaves one probe to certify.
     curved = _curved_crossing(fit_points, budget_bytes, lo, hi, crossing)
+    state.near = True
     return inside(math.floor((curved if curved is not None else crossing) + 0.5))
 
 

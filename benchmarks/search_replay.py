@@ -7,9 +7,15 @@ run against the measured curve, interpolated linearly between measured sizes, at
 budgets. That shows how autotune and Lightning-style doubling-then-bisecting fare across the
 curve's whole shape (a flat start, a bend) rather than at two points.
 
-    python benchmarks/search_replay.py                   # replay the committed curves, a second
-    python benchmarks/search_replay.py --measure act     # re-measure ACT's curve first (~6 min CPU)
-    python benchmarks/search_replay.py --measure smolvla # SmolVLA's (~2 min CPU)
+Real probes also repeat only to within a measured noise: the same size in fresh children peaks a
+fraction of a MiB apart. ``--measure-noise`` measures that spread (a few sizes, several fresh
+children each), and the replay is repeated with that noise, and twice it, added to the curve: a
+fixed Gaussian error per batch size and seed, the same for both searches.
+
+    python benchmarks/search_replay.py                         # replay the committed curves, seconds
+    python benchmarks/search_replay.py --measure act           # re-measure ACT's curve first (~12 min CPU)
+    python benchmarks/search_replay.py --measure smolvla       # SmolVLA's (~2 min CPU)
+    python benchmarks/search_replay.py --measure-noise act --measure-noise smolvla  # ~7 min CPU
 
 Probes are counted, not timed: replayed probes take no time.
 """
@@ -19,6 +25,9 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
+import random
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -41,6 +50,7 @@ log = logging.getLogger("benchmarks.search_replay")
 MiB = 1024**2
 RESULTS = Path(__file__).resolve().parent / "results"
 CURVE_CSV = RESULTS / "memory_curves_cpu.csv"
+NOISE_CSV = RESULTS / "memory_noise_cpu.csv"
 DEFAULT_OUT = RESULTS / "search_replay_cpu.csv"
 LADDER = {
     "act": (
@@ -71,6 +81,11 @@ LADDER = {
     ),
     "smolvla": (1, 2, 4, 8, 16, 24, 32, 48, 64, 72, 80, 88, 96, 112, 128, 160, 192, 224, 256),
 }
+# Sizes whose repeat spread is measured, in fresh children each, and how often.
+NOISE_SIZES = (64, 192)
+NOISE_REPEATS = 6
+NOISE_FACTORS = (1, 2)  # replay with the measured noise, and with twice it
+NOISE_SEEDS = 8  # noisy replays per budget and noise level
 BUDGETS_PER_CURVE = 120  # evenly spaced from just above the peak at batch 1 to the largest peak
 MIN_BOUND_MAX = 64  # the half-the-probes bound is counted where the maximum is at least this
 
@@ -80,8 +95,10 @@ class Row:
     """One budget on one measured curve; a CSV row."""
 
     policy: str
+    noise_mib: float  # standard deviation of the error added to every replayed peak (0: none)
+    seed: int
     budget_bytes: int
-    true_max: int
+    true_max: int  # the largest size before the first (noisy) peak over the budget
     autotune_probes: int
     lightning_probes: int
     autotune_exact: bool
@@ -103,6 +120,19 @@ def measure(policy: str, sizes: tuple[int, ...]) -> list[tuple[int, int]]:
             raise SystemExit(f"{policy} at batch {size}: {result.status} ({result.message})")
         points.append((size, result.peak_reserved_bytes))
     return points
+
+
+def measure_noise(policy: str, sizes: tuple[int, ...], repeats: int) -> list[tuple[int, int, int]]:
+    """``(batch_size, repeat, peak)``: the same probe in fresh children, ``repeats`` times per size."""
+    probe = CachedRealProbe(real_spec(policy, "cpu"), "cpu", "fp32", 64 * 1024 * MiB, timeout_s=900)
+    found = []
+    for size in sizes:
+        for repeat in range(repeats):
+            result = probe.fresh(size)
+            if not result.fits:
+                raise SystemExit(f"{policy} at batch {size}: {result.status} ({result.message})")
+            found.append((size, repeat, result.peak_reserved_bytes))
+    return found
 
 
 def read_curves(path: Path) -> dict[str, list[tuple[int, int]]]:
@@ -128,20 +158,44 @@ def interpolated(points: list[tuple[int, int]]) -> Callable[[int], float]:
     return curve
 
 
-def replay(policy: str, points: list[tuple[int, int]], budgets: int = BUDGETS_PER_CURVE) -> list[Row]:
+def with_noise(curve: Callable[[int], float], sigma_bytes: float, key: str) -> Callable[[int], float]:
+    """``curve`` plus a Gaussian error of ``sigma_bytes`` per batch size, fixed by ``key``: asking
+    for a size twice gives the same answer, as the benchmark's cached probe does."""
+    if sigma_bytes <= 0:
+        return curve
+    errors: dict[int, float] = {}
+
+    def peak(batch: int) -> float:
+        if batch not in errors:
+            errors[batch] = random.Random(f"{key}-{batch}").gauss(0.0, sigma_bytes)
+        return curve(batch) + errors[batch]
+
+    return peak
+
+
+def replay(
+    policy: str,
+    points: list[tuple[int, int]],
+    budgets: int = BUDGETS_PER_CURVE,
+    noise_bytes: float = 0.0,
+    seed: int = 0,
+) -> list[Row]:
     curve = interpolated(points)
     low, high = points[0][1], points[-1][1]
     rows = []
     for i in range(1, budgets + 1):
         budget = int(low + (high - low) * i / budgets)
-        truth = true_max(curve, budget)
-        probe = SimulatedProbe(curve, budget)
+        peak = with_noise(curve, noise_bytes, f"{policy}-{seed}-{i}")
+        truth = true_max(peak, budget)
+        probe = SimulatedProbe(peak, budget)
         ours, theirs = (
             run_strategy(name, probe, budget, fresh=lambda: 0) for name in ("autotune", LIGHTNING)
         )
         rows.append(
             Row(
                 policy=policy,
+                noise_mib=round(noise_bytes / MiB, 3),
+                seed=seed,
                 budget_bytes=budget,
                 true_max=truth,
                 autotune_probes=len(ours.asked),
@@ -157,18 +211,34 @@ def replay(policy: str, points: list[tuple[int, int]], budgets: int = BUDGETS_PE
     return rows
 
 
-def summary(policy: str, rows: list[Row]) -> str:
+def summary(policy: str, noise_mib: float, rows: list[Row]) -> str:
     large = [r for r in rows if r.true_max >= MIN_BOUND_MAX]
     ours = sum(r.autotune_probes for r in rows)
     theirs = sum(r.lightning_probes for r in rows)
+    noise = f"noise {noise_mib:.2f} MiB, {len({r.seed for r in rows})} seeds" if noise_mib else "no noise"
     return (
-        f"{policy}: {len(rows)} budgets (max {min(r.true_max for r in rows)}..{max(r.true_max for r in rows)}); "
-        f"autotune exact in {sum(r.autotune_exact for r in rows)}/{len(rows)}; "
-        f"<= half Lightning's probes in {sum(r.within_half for r in large)}/{len(large)} budgets with max >= "
-        f"{MIN_BOUND_MAX} and {sum(r.within_half for r in rows)}/{len(rows)} overall; "
-        f"probes {ours} vs {theirs} ({ours / theirs:.2f}); "
-        f"most probes {max(r.autotune_probes for r in rows)} vs Lightning's {max(r.lightning_probes for r in rows)}"
+        f"{policy} ({noise}): {len(rows)} budgets (max {min(r.true_max for r in rows)}.."
+        f"{max(r.true_max for r in rows)}); autotune exact in {sum(r.autotune_exact for r in rows)}/"
+        f"{len(rows)}; <= half Lightning's probes in {sum(r.within_half for r in large)}/{len(large)} "
+        f"budgets with max >= {MIN_BOUND_MAX} and {sum(r.within_half for r in rows)}/{len(rows)} "
+        f"overall; probes {ours} vs {theirs} ({ours / theirs:.2f}); most probes "
+        f"{max(r.autotune_probes for r in rows)} vs Lightning's {max(r.lightning_probes for r in rows)}"
     )
+
+
+def read_noise(path: Path) -> dict[str, float]:
+    """Per policy, the repeat noise in bytes: the pooled standard deviation over the sizes."""
+    by_size: dict[tuple[str, int], list[int]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            by_size.setdefault((row["policy"], int(row["batch_size"])), []).append(
+                int(row["peak_reserved_bytes"])
+            )
+    variances: dict[str, list[float]] = {}
+    for (policy, _), peaks in by_size.items():
+        if len(peaks) >= 2:
+            variances.setdefault(policy, []).append(statistics.variance(peaks))
+    return {policy: math.sqrt(statistics.fmean(v)) for policy, v in variances.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +251,18 @@ def main(argv: list[str] | None = None) -> int:
         help="re-measure this policy's curve with real CPU probes before replaying",
     )
     parser.add_argument(
+        "--measure-noise",
+        choices=sorted(LADDER),
+        action="append",
+        default=[],
+        help=f"re-measure this policy's repeat noise ({NOISE_REPEATS} fresh children at each of "
+        f"{', '.join(map(str, NOISE_SIZES))}) before replaying",
+    )
+    parser.add_argument(
         "--curves", type=Path, default=CURVE_CSV, help=f"measured curves (default {CURVE_CSV})"
+    )
+    parser.add_argument(
+        "--noise", type=Path, default=NOISE_CSV, help=f"measured repeat noise (default {NOISE_CSV})"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"CSV to write (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
@@ -204,11 +285,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.curves}")
     if not curves:
         raise SystemExit(f"{args.curves}: no measured curves; run with --measure act first")
+    if args.measure_noise:
+        kept = []
+        if args.noise.exists():
+            with args.noise.open(newline="") as f:
+                kept = [r for r in csv.DictReader(f) if r["policy"] not in args.measure_noise]
+        for policy in args.measure_noise:
+            log.info("measuring %s's repeat noise at %s, %d times each", policy, NOISE_SIZES, NOISE_REPEATS)
+            kept += [
+                {"policy": policy, "batch_size": b, "repeat": i, "peak_reserved_bytes": peak}
+                for b, i, peak in measure_noise(policy, NOISE_SIZES, NOISE_REPEATS)
+            ]
+        replace_csv(args.noise, ["policy", "batch_size", "repeat", "peak_reserved_bytes"], kept)
+        print(f"wrote {args.noise}")
+    noise = read_noise(args.noise) if args.noise.exists() else {}
     rows: list[Row] = []
     for policy, points in sorted(curves.items()):
-        policy_rows = replay(policy, points)
-        rows += policy_rows
-        print(summary(policy, policy_rows))
+        levels = [(0.0, 1)]
+        if policy in noise:
+            levels += [(factor * noise[policy], NOISE_SEEDS) for factor in NOISE_FACTORS]
+        else:
+            log.warning("%s: no repeat noise measured in %s; replaying without noise", policy, args.noise)
+        for noise_bytes, seeds in levels:
+            level_rows = [
+                row
+                for seed in range(seeds)
+                for row in replay(policy, points, noise_bytes=noise_bytes, seed=seed)
+            ]
+            rows += level_rows
+            print(summary(policy, noise_bytes / MiB, level_rows))
     replace_csv(args.out, COLUMNS, (asdict(r) for r in rows))
     print(f"wrote {args.out}")
     return 0

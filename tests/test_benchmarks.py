@@ -52,11 +52,24 @@ def test_replay_of_the_measured_curves_is_exact_at_every_budget(tmp_path, capsys
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == replay.COLUMNS
     assert {r["policy"] for r in rows} == {"act", "smolvla"}
-    assert len(rows) == 2 * replay.BUDGETS_PER_CURVE
-    assert all(r["autotune_exact"] == "True" and r["lightning_exact"] == "True" for r in rows)
+    per_level = replay.BUDGETS_PER_CURVE * (1 + replay.NOISE_SEEDS * len(replay.NOISE_FACTORS))
+    assert len(rows) == 2 * per_level
+    clean = [r for r in rows if float(r["noise_mib"]) == 0]
+    assert len(clean) == 2 * replay.BUDGETS_PER_CURVE
+    assert all(r["autotune_exact"] == "True" and r["lightning_exact"] == "True" for r in clean)
+    noise = replay.read_noise(replay.NOISE_CSV)
     for policy in ("act", "smolvla"):
-        ours = sum(int(r["autotune_probes"]) for r in rows if r["policy"] == policy)
-        theirs = sum(int(r["lightning_probes"]) for r in rows if r["policy"] == policy)
-        assert 2 * ours <= theirs, (policy, ours, theirs)  # at most half the probes in all
+        # At most half the probes in all, without noise and with the noise measured on CPU.
+        measured = round(noise[policy] / replay.MiB, 3)
+        for level in (0.0, measured):
+            these = [r for r in rows if r["policy"] == policy and float(r["noise_mib"]) == level]
+            assert len(these) == replay.BUDGETS_PER_CURVE * (1 if level == 0 else replay.NOISE_SEEDS)
+            ours = sum(int(r["autotune_probes"]) for r in these)
+            theirs = sum(int(r["lightning_probes"]) for r in these)
+            assert 2 * ours <= theirs, (policy, level, ours, theirs)
+            # With noise a curve can cross the budget twice; the search still certifies a crossing
+            # next to the first nearly always.
+            exact = sum(r["autotune_exact"] == "True" for r in these)
+            assert exact >= 0.97 * len(these), (policy, level, exact, len(these))
     printed = capsys.readouterr().out
     assert printed.count("autotune exact in 120/120") == 2
