@@ -17,9 +17,10 @@ it, either of which leaves one probe to certify. A long jump that ran out of mem
 by little, so the next probe goes most of the way back up rather than to the middle. A probe aimed
 at the crossing that ran out of memory most likely missed by the measurement's noise (on CPU a
 fraction of a MiB between fresh children, as much as a sample's memory for a small model), so
-where the bracket is narrow the next probe is the size just below it. Guards keep the worst case logarithmic: bisection when guided
-probes keep failing to halve the bracket, galloping when the size creeps one at a time (up where
-memory stays flat, down where the limit sits lower than the models say).
+where the bracket is narrow the next probe is the size just below it. Guards keep the worst case
+logarithmic: bisection when guided probes keep failing to halve the bracket, galloping when the
+size creeps one at a time (up where memory stays flat, down where the limit sits lower than the
+models say).
 """
 
 from __future__ import annotations

@@ -211,11 +211,13 @@ def replay(
     return rows
 
 
-def summary(policy: str, noise_mib: float, rows: list[Row]) -> str:
+def summary(rows: list[Row]) -> str:
+    """One line for one policy at one noise level."""
+    policy, noise_mib = rows[0].policy, rows[0].noise_mib
     large = [r for r in rows if r.true_max >= MIN_BOUND_MAX]
     ours = sum(r.autotune_probes for r in rows)
     theirs = sum(r.lightning_probes for r in rows)
-    noise = f"noise {noise_mib:.2f} MiB, {len({r.seed for r in rows})} seeds" if noise_mib else "no noise"
+    noise = f"noise {noise_mib:.3f} MiB, {len({r.seed for r in rows})} seeds" if noise_mib else "no noise"
     return (
         f"{policy} ({noise}): {len(rows)} budgets (max {min(r.true_max for r in rows)}.."
         f"{max(r.true_max for r in rows)}); autotune exact in {sum(r.autotune_exact for r in rows)}/"
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                 for row in replay(policy, points, noise_bytes=noise_bytes, seed=seed)
             ]
             rows += level_rows
-            print(summary(policy, noise_bytes / MiB, level_rows))
+            print(summary(level_rows))
     replace_csv(args.out, COLUMNS, (asdict(r) for r in rows))
     print(f"wrote {args.out}")
     return 0
