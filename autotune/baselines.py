@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from autotune.errors import ProbeError
-from autotune.search import ProbeFn, SearchOutcome
+from autotune.search import DEFAULT_MAX_BATCH, ProbeFn, SearchOutcome
 from probes.protocol import ProbeResult
 
 
@@ -21,7 +21,7 @@ def _checked(probe: ProbeFn, size: int, log: list[ProbeResult]) -> bool:
 
 
 def lightning_binsearch(
-    probe: ProbeFn, budget_bytes: int, *, start: int = 2, max_batch: int = 8192
+    probe: ProbeFn, budget_bytes: int, *, start: int = 2, max_batch: int = DEFAULT_MAX_BATCH
 ) -> SearchOutcome:
     """Double from ``start`` until a probe runs out of memory, then bisect to the exact maximum."""
     log: list[ProbeResult] = []

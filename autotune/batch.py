@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from autotune.errors import ProbeError
-from autotune.search import SearchOutcome, recommend_batch
+from autotune.search import SearchOutcome
 from probes.protocol import ProbeResult
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,30 @@ class BatchDecision:
     @property
     def lowered_by_soak(self) -> bool:
         return any(s.lowered for s in self.soaks)
+
+
+def headroom_batch(outcome: SearchOutcome, headroom: float) -> int:
+    """The largest batch at most ``outcome.max_batch`` whose peak keeps ``headroom`` of the budget.
+
+    Uses the measured peak where a probe ran at that size, else the fitted line.
+    """
+    if not 0 <= headroom < 1:
+        raise ValueError(f"headroom must be in [0, 1), got {headroom}")
+    if outcome.max_batch == 0:
+        return 0
+    limit = (1.0 - headroom) * outcome.budget_bytes
+    measured = {p.batch_size: p.peak_reserved_bytes for p in outcome.fitting}
+    best = 0
+    for size in range(1, outcome.max_batch + 1):
+        if size in measured:
+            peak = float(measured[size])
+        elif outcome.fit is not None:
+            peak = outcome.fit.predict(size)
+        else:
+            continue
+        if peak <= limit:
+            best = size
+    return max(best, 1)
 
 
 def throughput_candidates(headroom_batch: int, points: int) -> list[int]:
@@ -119,7 +143,7 @@ def decide_batch(
     When soaking, the soak itself measures the headroom batch's throughput (a longer, steadier
     measurement than a probe's three steps), so it costs no extra probe.
     """
-    ceiling = recommend_batch(search, headroom)
+    ceiling = headroom_batch(search, headroom)
     decision = BatchDecision(batch_size=ceiling, headroom_batch=ceiling)
     by_size: dict[int, ThroughputPoint] = {
         r.batch_size: _point(r, "search")

@@ -5,7 +5,6 @@ Commands: run (tune and write a profile), show, predict (another card), describe
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -13,9 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from autotune import config as C
 from autotune.errors import ProbeError, UserError
-from autotune.units import format_bytes, parse_image_size, parse_size
+from autotune.search import DEFAULT_MAX_BATCH
+from autotune.units import parse_image_size, parse_size
+from probes.catalogue import POLICIES
+from probes.protocol import PRECISIONS
 
 log = logging.getLogger("autotune")
 
@@ -66,14 +70,12 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be positive")
+    if not 0 < value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number of seconds")
     return value
 
 
 def _add_policy(parser: argparse.ArgumentParser) -> None:
-    from probes.policy import POLICIES
-
     parser.add_argument(
         "--policy", required=True, choices=sorted(POLICIES), help="the LeRobot policy to tune"
     )
@@ -116,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--precision",
-        choices=C.PRECISIONS,
+        choices=PRECISIONS,
         default=None,
         help="autocast precision (default bf16 on CUDA, fp32 on CPU)",
     )
@@ -182,7 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="kill a probe that has not answered after this long (default 900)",
     )
-    run.add_argument("--max-batch", type=_positive_int, default=8192, help="largest batch to consider")
+    run.add_argument(
+        "--max-batch",
+        type=_positive_int,
+        default=DEFAULT_MAX_BATCH,
+        help=f"largest batch to consider (default {DEFAULT_MAX_BATCH})",
+    )
     run.add_argument(
         "--throughput-points",
         type=_positive_int,
@@ -258,200 +265,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve_device(requested: str | None) -> str:
-    from autotune.fingerprint import gpu_info, torch_cuda_version
-
-    if requested is None:
-        return "cuda:0" if gpu_info(0) is not None and torch_cuda_version() else "cpu"
-    name = requested.strip().lower()
-    if name == "cpu":
-        return "cpu"
-    if name == "cuda" or name.startswith("cuda:"):
-        index_text = name.partition(":")[2] or "0"
-        if not index_text.isdigit():
-            raise UserError(f"--device {requested}: use cuda, cuda:N or cpu")
-        index = int(index_text)
-        if gpu_info(index) is None:
-            raise UserError(
-                f"--device {requested}: no NVIDIA GPU {index} found (NVML sees none); "
-                "run with --device cpu, or check the driver with nvidia-smi"
-            )
-        if not torch_cuda_version():
-            raise UserError(
-                f"--device {requested}: the installed torch is a CPU-only build; reinstall a CUDA "
-                "build of torch (see README) or run with --device cpu"
-            )
-        return f"cuda:{index}"
-    raise UserError(f"--device {requested}: use cuda, cuda:N or cpu")
-
-
-def _resolve_precision(requested: str | None, device: str) -> str:
-    if device == "cpu":
-        return requested or "fp32"
-    from autotune.fingerprint import gpu_info
-
-    gpu = gpu_info(int(device.split(":")[1]))
-    bf16_ok = gpu is not None and gpu.compute_capability >= (8, 0)
-    precision = requested or "bf16"
-    if precision == "bf16" and not bf16_ok:
-        log.warning(
-            "%s cannot compute in bf16 (compute capability < 8.0): using fp16", gpu.name if gpu else device
-        )
-        return "fp16"
-    return precision
-
-
-def _overrides(policy: str, pairs: list[str]) -> dict[str, object]:
-    from probes.policy import parse_overrides, policy_module
-
-    try:
-        return parse_overrides(policy_module(policy).Config, pairs)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from autotune.runner import Run
-    from autotune.summary import print_profile
-
-    device = _resolve_device(args.device)
-    try:
-        cfg = C.RunConfig(
-            policy=args.policy,
-            device=device,
-            precision=_resolve_precision(args.precision, device),
-            grad_checkpointing=args.grad_checkpointing,
-            memory_limit_bytes=args.memory_limit,
-            host_memory_limit_bytes=args.host_memory_limit,
-            headroom=args.headroom,
-            dataset=args.dataset,
-            image_size=args.image_size,
-            cameras=args.cameras,
-            state_dim=args.state_dim,
-            action_dim=args.action_dim,
-            trials=args.trials,
-            results=args.results,
-            probe_timeout_s=args.probe_timeout,
-            max_batch=args.max_batch,
-            force=args.force,
-            seed=args.seed,
-            policy_overrides=_overrides(args.policy, args.overrides),
-            throughput_points=args.throughput_points,
-            soak_steps=args.soak_steps,
-            target_batch=args.target_batch,
-            compare=args.compare or args.compare_precision is not None,
-            compare_precisions=_precisions(args.compare_precision, device),
-        )
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    profile, notes = Run(cfg).execute()
-    if profile is None:
-        from autotune.profile import read_profile
-
-        existing = read_profile(cfg.results, cfg.policy)
-        print(f"autotune: the {cfg.policy} profile is up to date (nothing changed); --force re-tunes")
-        print_profile(existing)
-        return 0
-    print_profile(profile.to_dict())
-    return 0
-
-
-def _precisions(text: str | None, device: str) -> list[str] | None:
-    if text is None:
-        return None
-    names = [p.strip().lower() for p in text.split(",") if p.strip()]
-    if not names or any(n not in C.PRECISIONS for n in names):
-        raise UserError(f"--compare-precision {text!r}: a comma-separated list of bf16, fp16, fp32")
-    return list(dict.fromkeys(_resolve_precision(n, device) for n in names))
-
-
-def _latest_profile(results: Path, policy: str) -> dict:
-    from autotune.profile import profile_path, read_profile
-
-    data = read_profile(results, policy)
-    if data is None:
-        raise UserError(
-            f"no {policy} profile in {profile_path(results, policy)}; run: autotune run --policy {policy}"
-        )
-    return data
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from autotune.memory_model import MemoryModel, predict
-
-    data = _latest_profile(args.results, args.policy)
-    if not data.get("memory_model"):
-        raise UserError(
-            f"the {args.policy} profile has no memory model (too few fitting probes); re-run with --force"
-        )
-    model = MemoryModel.from_dict(data["memory_model"])
-    headroom = data["conditions"]["headroom"] if args.headroom is None else args.headroom
-    result = predict(model, args.memory, headroom, card=not args.budget)
-    cond = data["conditions"]
-    if args.json:
-        print(
-            json.dumps({**result.__dict__, "headroom": headroom, "profile_run_id": data["run_id"]}, indent=2)
-        )
-        return 0
-    h, w = cond["image_size"]
-    what = "an allocator budget of" if args.budget else "a card with"
-    print(
-        f"{args.policy} on {what} {format_bytes(args.memory)}: predicted max batch {result.max_batch} "
-        f"(likely between {result.max_batch_low} and {result.max_batch_high}), recommended batch "
-        f"{result.recommended_batch} ({headroom:.0%} headroom)"
-    )
-    print(
-        f"  from the memory model measured on {data['fingerprint'].get('gpu_name') or 'CPU'} "
-        f"({data['precision']}, checkpointing {'on' if data['grad_checkpointing'] else 'off'}, "
-        f"{cond['cameras']} camera(s) {h}x{w}): {format_bytes(model.fixed_bytes)} fixed + "
-        f"{format_bytes(model.per_sample_bytes)} per sample"
-    )
-    if not args.budget and model.device_overhead_bytes:
-        print(f"  {format_bytes(model.device_overhead_bytes)} of the card is taken off for the CUDA context")
-    measured_total = model.budget_bytes + (model.device_overhead_bytes if not args.budget else 0)
-    if args.memory < measured_total:
-        print(
-            f"  to measure it on this machine instead: autotune run --policy {args.policy} "
-            f"--memory-limit {format_bytes(args.memory - (0 if args.budget else model.device_overhead_bytes)).replace(' ', '')}"
-        )
-    return 0
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    from autotune.summary import print_profile
-
-    data = _latest_profile(args.results, args.policy)
-    if args.json:
-        print(json.dumps(data, indent=2))
-    else:
-        print_profile(data)
-    return 0
-
-
-def cmd_describe(args: argparse.Namespace) -> int:
-    from probes.policy import policy_module
-
-    module = policy_module(args.policy)
-    try:
-        cfg = module.Config(
-            cameras=args.cameras,
-            image_size=tuple(args.image_size),
-            state_dim=args.state_dim,
-            action_dim=args.action_dim,
-            **_overrides(args.policy, args.overrides),
-        )
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{args.policy} configuration: {exc}") from None
-    info = module.describe(cfg)
-    if args.json:
-        print(json.dumps(info, indent=2, default=str))
-        return 0
-    from autotune.summary import print_description
-
-    print_description(args.policy, info)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -460,9 +273,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="[autotune] %(message)s",
         stream=sys.stderr,
     )
-    handlers = {"run": cmd_run, "show": cmd_show, "describe": cmd_describe, "predict": cmd_predict}
+    from autotune import commands
+
+    handlers = {
+        "run": commands.cmd_run,
+        "show": commands.cmd_show,
+        "describe": commands.cmd_describe,
+        "predict": commands.cmd_predict,
+    }
     try:
-        return handlers[args.command](args)
+        with logging_redirect_tqdm():
+            return handlers[args.command](args)
     except UserError as exc:
         print(f"autotune: error: {exc}", file=sys.stderr)
         return exc.exit_code

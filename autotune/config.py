@@ -1,4 +1,4 @@
-"""The run's configuration, validated once at the edge."""
+"""The run's configuration, validated once at the edge, and the defaults it falls back on."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from probes.policy import POLICIES
+from autotune.search import DEFAULT_MAX_BATCH
+from probes.catalogue import POLICIES
+from probes.protocol import PRECISIONS
 
-PRECISIONS = ("bf16", "fp16", "fp32")
 DEFAULT_IMAGE_SIZE = (480, 640)  # an SO-101 camera
 DEFAULT_CAMERAS = 2
 DEFAULT_STATE_DIM = 6
@@ -16,6 +17,43 @@ DEFAULT_ACTION_DIM = 6
 DEFAULT_HEADROOM = 0.10
 DEFAULT_TRIALS = 8
 DEFAULT_PROBE_TIMEOUT_S = 900.0
+# The soak: steps the recommended batch trains for after warm-up, and how many sizes at or below
+# the headroom batch to time, per device type; a CPU step is slow, so it gets fewer.
+SOAK_STEPS = {"cuda": 20, "cpu": 5}
+THROUGHPUT_POINTS = {"cuda": 3, "cpu": 2}
+
+
+def cuda_index(device: str) -> int | None:
+    """The GPU index of ``cuda`` / ``cuda:N``; None for ``cpu``. ``ValueError`` for anything else."""
+    name = device.strip().lower()
+    if name == "cpu":
+        return None
+    if name == "cuda" or name.startswith("cuda:"):
+        index = name.partition(":")[2] or "0"
+        if index.isdigit():
+            return int(index)
+    raise ValueError(f"--device {device}: use cuda, cuda:N or cpu")
+
+
+def device_type(device: str) -> str:
+    """``cuda`` or ``cpu``."""
+    return "cpu" if cuda_index(device) is None else "cuda"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to train: the precision and whether gradient checkpointing is on."""
+
+    precision: str
+    grad_checkpointing: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.precision}, checkpointing {'on' if self.grad_checkpointing else 'off'}"
+
+    def columns(self) -> dict[str, Any]:
+        """The CSV columns that say which variant a row measured."""
+        return {"precision": self.precision, "grad_checkpointing": self.grad_checkpointing}
 
 
 @dataclass
@@ -36,7 +74,7 @@ class RunConfig:
     trials: int = DEFAULT_TRIALS
     results: Path = Path("results")
     probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
-    max_batch: int = 8192
+    max_batch: int = DEFAULT_MAX_BATCH
     force: bool = False
     seed: int = 0
     throughput_points: int | None = None  # None: per device type
@@ -50,6 +88,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
+        cuda_index(self.device)
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}: choose bf16, fp16 or fp32")
         if self.memory_limit_bytes is not None and self.memory_limit_bytes <= 0:
@@ -69,10 +108,34 @@ class RunConfig:
         for precision in self.compare_precisions or []:
             if precision not in PRECISIONS:
                 raise ValueError(f"--compare-precision {precision!r}: choose from bf16, fp16, fp32")
-        if self.probe_timeout_s <= 0:
-            raise ValueError(f"--probe-timeout must be positive, got {self.probe_timeout_s}")
+        if not 0 < self.probe_timeout_s < float("inf"):
+            raise ValueError(
+                f"--probe-timeout must be a positive number of seconds, got {self.probe_timeout_s}"
+            )
         if self.dataset is not None and (self.image_size is not None or self.cameras is not None):
             raise ValueError(
                 "--image-size and --cameras shape the synthetic dataset; with --dataset they "
                 "come from the dataset itself"
             )
+
+    @property
+    def device_type(self) -> str:
+        return device_type(self.device)
+
+    @property
+    def gpu_index(self) -> int | None:
+        return cuda_index(self.device)
+
+    def variants(self) -> list[Variant]:
+        """The variants to tune: the one asked for, or with ``--compare`` checkpointing on and off
+        for each compared precision."""
+        if not self.compare:
+            return [Variant(self.precision, self.grad_checkpointing)]
+        precisions = self.compare_precisions or [self.precision]
+        return [Variant(p, gc) for p in precisions for gc in (True, False)]
+
+    def effective_soak_steps(self) -> int:
+        return SOAK_STEPS[self.device_type] if self.soak_steps is None else self.soak_steps
+
+    def effective_throughput_points(self) -> int:
+        return self.throughput_points or THROUGHPUT_POINTS[self.device_type]

@@ -10,10 +10,10 @@ import logging
 import os
 import platform
 from dataclasses import asdict, dataclass
-from importlib import metadata
-from pathlib import Path
 
-from probes.memory import host_total_bytes
+from autotune import host
+from autotune.config import cuda_index
+from probes.protocol import Environment
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +70,20 @@ class Fingerprint:
         return [k for k in STALE_WHEN_CHANGED if other.get(k) != getattr(self, k)]
 
 
-def _nvml_index(cuda_index: int) -> int | str:
-    """The NVML index (or UUID) of CUDA device ``cuda_index``, honouring CUDA_VISIBLE_DEVICES."""
+def _nvml_index(gpu: int) -> int | str:
+    """The NVML index (or UUID) of CUDA device ``gpu``, honouring CUDA_VISIBLE_DEVICES."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if not visible:
-        return cuda_index
+        return gpu
     entries = [v.strip() for v in visible.split(",") if v.strip()]
-    if cuda_index >= len(entries):
-        return cuda_index
-    entry = entries[cuda_index]
+    if gpu >= len(entries):
+        return gpu
+    entry = entries[gpu]
     return int(entry) if entry.isdigit() else entry
 
 
-def gpu_info(cuda_index: int = 0) -> GpuInfo | None:
-    """NVML's view of CUDA device ``cuda_index``; None when there is no usable NVIDIA GPU."""
+def gpu_info(gpu: int = 0) -> GpuInfo | None:
+    """NVML's view of CUDA device ``gpu``; None when there is no usable NVIDIA GPU."""
     try:
         import pynvml
     except ImportError:
@@ -93,7 +93,7 @@ def gpu_info(cuda_index: int = 0) -> GpuInfo | None:
     except pynvml.NVMLError:
         return None
     try:
-        target = _nvml_index(cuda_index)
+        target = _nvml_index(gpu)
         if isinstance(target, str):
             handle = pynvml.nvmlDeviceGetHandleByUUID(target)
         else:
@@ -106,7 +106,7 @@ def gpu_info(cuda_index: int = 0) -> GpuInfo | None:
         uuid = pynvml.nvmlDeviceGetUUID(handle)
         driver = pynvml.nvmlSystemGetDriverVersion()
         return GpuInfo(
-            index=cuda_index,
+            index=gpu,
             name=name.decode() if isinstance(name, bytes) else name,
             uuid=uuid.decode() if isinstance(uuid, bytes) else uuid,
             memory_total_bytes=int(memory.total),
@@ -116,47 +116,17 @@ def gpu_info(cuda_index: int = 0) -> GpuInfo | None:
             compute_capability=tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle)),
         )
     except pynvml.NVMLError as exc:
-        log.debug("NVML could not describe GPU %d: %s", cuda_index, exc)
+        log.debug("NVML could not describe GPU %d: %s", gpu, exc)
         return None
     finally:
         pynvml.nvmlShutdown()
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_cores() -> int:
-    """Cores this process may run on (affinity), which is what DataLoader workers can use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return ""
-
-
-def torch_cuda_version() -> str:
-    """The CUDA version torch was built with ('' for a CPU build), without initialising CUDA."""
-    import torch
-
-    return torch.version.cuda or ""
-
-
-def take(device: str) -> Fingerprint:
-    """Fingerprint the machine as seen for ``device`` (``cpu`` or ``cuda:N``)."""
-    gpu = gpu_info(int(device.split(":")[1])) if device.startswith("cuda") else None
+def take(device: str, environment: Environment) -> Fingerprint:
+    """Fingerprint the machine as seen for ``device`` (``cpu`` or ``cuda:N``); ``environment`` is
+    what a probe child reported of torch (the tuner never imports it)."""
+    index = cuda_index(device)
+    gpu = gpu_info(index) if index is not None else None
     return Fingerprint(
         device=device,
         device_type="cuda" if gpu else "cpu",
@@ -165,11 +135,11 @@ def take(device: str) -> Fingerprint:
         gpu_memory_bytes=gpu.memory_total_bytes if gpu else 0,
         driver_version=gpu.driver_version if gpu else "",
         cuda_driver_version=gpu.cuda_driver_version if gpu else "",
-        torch_version=_version("torch"),
-        torch_cuda_version=torch_cuda_version(),
-        torchvision_version=_version("torchvision"),
-        cpu_model=cpu_model(),
-        cpu_cores=cpu_cores(),
-        host_memory_bytes=host_total_bytes(),
+        torch_version=environment.torch_version,
+        torch_cuda_version=environment.torch_cuda_version,
+        torchvision_version=environment.torchvision_version,
+        cpu_model=host.cpu_model(),
+        cpu_cores=host.cpu_cores(),
+        host_memory_bytes=host.total_bytes(),
         python_version=platform.python_version(),
     )

@@ -1,15 +1,19 @@
-"""The tuned profile: ``<results>/profiles/<policy>.json``, versioned, written atomically."""
+"""The tuned profile: ``<results>/profiles/<policy>.json``, versioned, written atomically; when it is stale."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
-import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from autotune.errors import UserError
+from autotune.fingerprint import Fingerprint
+
+log = logging.getLogger(__name__)
 
 PROFILE_VERSION = 1
 
@@ -135,35 +139,43 @@ def read_profile(results: Path, policy: str) -> dict[str, Any] | None:
     return data
 
 
-def lerobot_train_args(
-    *,
-    policy_args: list[str],
-    dataset_repo_id: str,
-    dataset_root: str | None,
-    device: str,
-    precision: str,
-    batch_size: int,
-    num_workers: int,
-    prefetch_factor: int | None,
-    grad_accum_steps: int = 1,
-) -> list[str]:
-    """The ``lerobot-train`` arguments for a tuned setting (LeRobot's current CLI)."""
-    args = [f"--dataset.repo_id={dataset_repo_id}"]
-    if dataset_root:
-        args.append(f"--dataset.root={dataset_root}")
-    args += policy_args
-    args.append(f"--policy.device={'cuda' if device.startswith('cuda') else device}")
-    args.append("--policy.push_to_hub=false")
-    args += [f"--batch_size={batch_size}", f"--num_workers={num_workers}"]
-    if num_workers > 0 and prefetch_factor:
-        args.append(f"--prefetch_factor={prefetch_factor}")
-    mixed = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[precision]
-    if mixed != "no":
-        args.append(f"--accelerator.mixed_precision={mixed}")
-    if grad_accum_steps > 1:
-        args.append(f"--accelerator.gradient_accumulation.steps={grad_accum_steps}")
-    return args
+def _comparable(conditions: dict[str, Any]) -> dict[str, Any]:
+    """Conditions as compared between runs: a default budget (the card's free memory) varies a
+    little from run to run, so only an explicit --memory-limit is compared."""
+    out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in conditions.items()}
+    if out.get("memory_limit_is_default"):
+        out.pop("memory_limit_bytes", None)
+    return out
 
 
-def command_line(args: list[str]) -> str:
-    return "lerobot-train " + " ".join(shlex.quote(a) for a in args)
+def stale_reasons(existing: dict[str, Any], fingerprint: Fingerprint, conditions: Conditions) -> list[str]:
+    """Why an existing profile does not apply now (empty: it is up to date)."""
+    reasons = [f"{k} changed" for k in fingerprint.changes_from(existing.get("fingerprint", {}))]
+    old = _comparable(existing.get("conditions", {}))
+    for key, value in _comparable(asdict(conditions)).items():
+        if key not in old or old[key] != value:
+            reasons.append(f"{key} changed")
+    return reasons
+
+
+def conditions_key(conditions: Conditions, fingerprint: Fingerprint, extra: dict[str, Any]) -> str:
+    """A short hash of the conditions, the fingerprint and ``extra``: what a study's name is keyed on."""
+    blob = json.dumps(
+        {"conditions": _comparable(asdict(conditions)), "fingerprint": fingerprint.to_dict(), **extra},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def up_to_date(
+    results: Path, policy: str, fingerprint: Fingerprint, conditions: Conditions
+) -> dict[str, Any] | None:
+    """The existing profile if nothing it depends on changed since; else None (and why, logged)."""
+    existing = read_profile(results, policy)
+    if existing is None:
+        return None
+    reasons = stale_reasons(existing, fingerprint, conditions)
+    if reasons:
+        log.info("re-tuning: %s", ", ".join(reasons))
+        return None
+    return existing

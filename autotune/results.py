@@ -8,13 +8,19 @@ and a new file appears with its header atomically.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.errors import UserError
+from autotune.feed_model import data_fraction
+from probes.protocol import ProbeResult
+
+if TYPE_CHECKING:
+    from autotune.study import TrialRecord
 
 # Shared by every file: which run, and under what conditions.
 RUN_KEY_COLUMNS = [
@@ -172,4 +178,51 @@ class ResultsWriter:
             check_header(folder / name, columns)
 
     def add(self, name: str, row: Mapping[str, Any]) -> None:
-        append_rows(self.folder / name, FILES[name], [{**self.key, **row}])
+        """Append ``row`` (the run key and a timestamp added) to the CSV file ``name``."""
+        append_rows(self.folder / name, FILES[name], [stamped({**self.key, **row})])
+
+
+def stamped(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` with the ``timestamp`` column set to now (UTC)."""
+    return {**row, "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def probe_row(r: ProbeResult, phase: str) -> dict[str, Any]:
+    """A ``batch_probes.csv`` row for one batch probe (without the run key)."""
+    return {
+        "phase": phase,
+        "batch_size": r.batch_size,
+        "status": r.status,
+        "peak_allocated_bytes": r.peak_allocated_bytes,
+        "peak_reserved_bytes": r.peak_reserved_bytes,
+        "alloc_retries": r.alloc_retries,
+        "step_time_s": round(r.step_time_s, 6),
+        "samples_per_s": round(r.samples_per_s, 4),
+        "steps": r.steps,
+        "wall_s": round(r.wall_s, 3),
+        "message": r.message,
+    }
+
+
+def trial_row(t: TrialRecord) -> dict[str, Any]:
+    """A ``worker_trials.csv`` row for one worker trial (without the run key)."""
+    r = t.result
+    fraction = data_fraction(r.data_s, r.updt_s)
+    return {
+        "trial": t.number,
+        "batch_size": r.batch_size,
+        "num_workers": t.num_workers,
+        "prefetch_factor": t.prefetch_factor,
+        "is_lerobot_default": t.is_lerobot_default,
+        "status": r.status,
+        "data_s": round(r.data_s, 6),
+        "updt_s": round(r.updt_s, 6),
+        "samples_per_s": round(r.samples_per_s, 4),
+        "data_fraction": round(fraction, 4) if fraction is not None else None,
+        "loader_rss_bytes": r.loader_rss_bytes,
+        "decode_s_per_sample": round(r.decode_s_per_sample, 6),
+        "drained": r.drained,
+        "steps": r.steps,
+        "wall_s": round(r.wall_s, 3),
+        "message": r.message,
+    }

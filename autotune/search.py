@@ -340,27 +340,3 @@ def _next_candidate(state: _Bracket, fit_points: list[tuple[int, float]], budget
     curved = _curved_crossing(fit_points, budget_bytes, lo, hi, crossing)
     state.near = True
     return inside(math.floor((curved if curved is not None else crossing) + 0.5))
-
-
-def recommend_batch(outcome: SearchOutcome, headroom: float) -> int:
-    """The largest batch at most ``outcome.max_batch`` whose peak keeps ``headroom`` of the budget.
-
-    Uses the measured peak where a probe ran at that size, else the fitted line.
-    """
-    if not 0 <= headroom < 1:
-        raise ValueError(f"headroom must be in [0, 1), got {headroom}")
-    if outcome.max_batch == 0:
-        return 0
-    limit = (1.0 - headroom) * outcome.budget_bytes
-    measured = {p.batch_size: p.peak_reserved_bytes for p in outcome.fitting}
-    best = 0
-    for size in range(1, outcome.max_batch + 1):
-        if size in measured:
-            peak = float(measured[size])
-        elif outcome.fit is not None:
-            peak = outcome.fit.predict(size)
-        else:
-            continue
-        if peak <= limit:
-            best = size
-    return max(best, 1)

@@ -60,6 +60,11 @@ class StudyOutcome:
         return next((t for t in self.trials if t.is_lerobot_default and t.result.fits), None)
 
 
+def worker_range(cores: int) -> int:
+    """The most workers the study tries: the cores, or LeRobot's default if that is more."""
+    return max(cores, LEROBOT_DEFAULT_WORKERS)
+
+
 def _record_from_frozen(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:
     attrs = trial.user_attrs
     if "result" not in attrs:
@@ -107,7 +112,7 @@ def run_study(
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
         load_if_exists=True,
     )
-    high = max(max_workers, LEROBOT_DEFAULT_WORKERS)
+    high = worker_range(max_workers)
     records: list[TrialRecord] = []
     for frozen in study.get_trials(deepcopy=False):
         if frozen.state in _MEASURED:

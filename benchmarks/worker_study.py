@@ -35,8 +35,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from autotune.fingerprint import cpu_cores
-from autotune.loader import LoaderModel
+from autotune.feed_model import FeedModel
+from autotune.host import cpu_cores
 from autotune.probe_client import run_probe
 from autotune.results import replace_csv
 from autotune.study import LEROBOT_DEFAULT_PREFETCH, LEROBOT_DEFAULT_WORKERS, PREFETCH_CHOICES, run_study
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     # autotune's study, as `autotune run` drives it, scored on the grid's measurements.
     decode = run_probe(request("decode"), 300)
     step = run_probe(request("batch"), 600)
-    model = LoaderModel(args.batch, decode.decode_s_per_sample, step.step_time_s, cores)
+    model = FeedModel(args.batch, decode.decode_s_per_sample, step.step_time_s, cores)
     guess = model.first_guess(cores)
     log.info(
         "one worker reads a sample in %.1f ms, the step takes %.3f s: first guess %d worker(s)",

@@ -54,12 +54,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def precision_supported(device: torch.device, precision: str) -> bool:
-    if device.type == "cuda" and precision == "bf16":
-        return torch.cuda.is_bf16_supported()
-    return True
-
-
 @dataclass
 class MemoryPeak:
     allocated_bytes: int

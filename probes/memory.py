@@ -55,22 +55,6 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def host_available_bytes() -> int:
-    """MemAvailable from /proc/meminfo."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("MemAvailable missing from /proc/meminfo")
-
-
-def host_total_bytes() -> int:
-    """MemTotal from /proc/meminfo."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("MemTotal missing from /proc/meminfo")
-
-
 class PeakWatcher(threading.Thread):
     """Samples a memory reading every ``interval_s``; keeps the peak; calls ``on_exceed`` once.
 

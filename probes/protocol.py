@@ -1,4 +1,8 @@
-"""The typed boundary between the tuner and a probe child: one request in, one result out, as JSON."""
+"""The typed boundary between the tuner and a probe child: one request in, one result out, as JSON.
+
+Every kind of work that needs torch, a model, a dataset or the GPU runs in a probe child; the tuner
+sends a :class:`ProbeRequest` and reads a :class:`ProbeResult`. This module is torch-free.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from typing import Any, Literal
 
 Status = Literal["ok", "oom", "error", "timeout"]
 STATUSES: tuple[str, ...] = ("ok", "oom", "error", "timeout")
+PRECISIONS: tuple[str, ...] = ("bf16", "fp16", "fp32")
+Kind = Literal["batch", "workers", "decode", "dataset", "environment", "describe"]
 
 
 @dataclass
@@ -25,6 +31,60 @@ class ModelSpec:
 
 
 @dataclass
+class SyntheticRequest:
+    """A synthetic LeRobot dataset to write (once) at ``root`` before it is read."""
+
+    root: str
+    cameras: int
+    image_size: tuple[int, int]
+    fps: int
+    episodes: int
+    episode_length: int
+    state_dim: int
+    action_dim: int
+    codec: str = "libsvtav1"
+    gop: int = 2
+    seed: int = 0
+
+
+@dataclass
+class DatasetInfo:
+    """What a dataset fixes about the model and the loader, as the child read it."""
+
+    root: str
+    cameras: int
+    camera_shapes: dict[str, list[int]]  # camera key -> [H, W, C]
+    state_dim: int
+    action_dim: int
+    fps: int
+    codec: str | None  # of the first video camera; None when every camera is stored as images
+    version: str  # "v3.0" or "v2.1"
+
+
+@dataclass
+class GpuFacts:
+    """One CUDA device as torch sees it in the child."""
+
+    index: int
+    name: str
+    capability: tuple[int, int]
+    total_memory_bytes: int
+
+
+@dataclass
+class Environment:
+    """The software the probes run with: torch, its CUDA build, and the devices it sees."""
+
+    torch_version: str
+    torch_cuda_version: str  # "" for a CPU-only build
+    cudnn_version: str
+    torchvision_version: str
+    cuda_available: bool
+    arch_list: list[str]  # compute architectures torch was built for (sm_80, ...)
+    devices: list[GpuFacts] = field(default_factory=list)
+
+
+@dataclass
 class ProbeRequest:
     """What a probe child runs.
 
@@ -33,14 +93,17 @@ class ProbeRequest:
     ``num_workers`` and ``prefetch_factor`` into the same training step and measures ``data_s``
     and ``updt_s`` per step. ``kind="decode"`` only reads samples from ``dataset_root`` in one
     process (what one DataLoader worker does) and reports ``decode_s_per_sample``.
+    ``kind="dataset"`` writes ``synthetic`` (if given and not yet there) and reads the metadata of
+    the dataset at ``dataset_root``. ``kind="environment"`` reports torch and its devices;
+    ``kind="describe"`` the model's shapes and parameter counts (on the meta device).
     """
 
-    kind: Literal["batch", "workers", "decode"]
-    model: ModelSpec
-    device: str
-    precision: str
-    batch_size: int
-    memory_limit_bytes: int
+    kind: Kind
+    model: ModelSpec | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    batch_size: int = 0
+    memory_limit_bytes: int = 0
     warmup_steps: int = 1
     measure_steps: int = 3
     dataset_root: str | None = None
@@ -53,6 +116,7 @@ class ProbeRequest:
     # warm-up (num_workers x prefetch_factor) are used up, so the last ``measure_steps`` show the
     # steady state; stop draining once this many seconds have passed.
     drain_budget_s: float = 60.0
+    synthetic: SyntheticRequest | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -60,9 +124,13 @@ class ProbeRequest:
     @classmethod
     def from_json(cls, text: str) -> ProbeRequest:
         raw = json.loads(text)
-        model = raw.pop("model")
-        model["image_size"] = tuple(model["image_size"])
-        return cls(model=ModelSpec(**model), **raw)
+        if raw.get("model") is not None:
+            raw["model"] = ModelSpec(**{**raw["model"], "image_size": tuple(raw["model"]["image_size"])})
+        if raw.get("synthetic") is not None:
+            raw["synthetic"] = SyntheticRequest(
+                **{**raw["synthetic"], "image_size": tuple(raw["synthetic"]["image_size"])}
+            )
+        return cls(**raw)
 
 
 @dataclass
@@ -84,9 +152,15 @@ class ProbeResult:
     wall_s: float = 0.0
     drained: bool = True  # worker probes: steady state (buffer used up, or the loader keeps up)
     decode_s_per_sample: float = 0.0  # worker probes: one process reading one sample
+    total_params: int = 0  # the model the probe trained
+    trainable_params: int = 0
     message: str = ""
+    invalid_input: bool = False  # the request's input is at fault (a broken dataset), not the probe
     step_times_s: list[float] = field(default_factory=list)
     data_times_s: list[float] = field(default_factory=list)
+    dataset: DatasetInfo | None = None
+    environment: Environment | None = None
+    description: dict[str, Any] | None = None
 
     @property
     def fits(self) -> bool:
@@ -99,7 +173,16 @@ class ProbeResult:
     def from_json(cls, text: str) -> ProbeResult:
         raw = json.loads(text)
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        raw = {k: v for k, v in raw.items() if k in known}
+        if raw.get("dataset") is not None:
+            raw["dataset"] = DatasetInfo(**raw["dataset"])
+        if raw.get("environment") is not None:
+            env = raw["environment"]
+            devices = [
+                GpuFacts(**{**d, "capability": tuple(d["capability"])}) for d in env.pop("devices", [])
+            ]
+            raw["environment"] = Environment(**env, devices=devices)
+        return cls(**raw)
 
     def write(self, path: Path) -> None:
         """Write atomically so the parent never reads half a result."""

@@ -10,12 +10,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from probes.keys import ACTION, STATE, is_image_key
+
 # ImageNet statistics: what LeRobot's ACT normalises camera frames with when pretrained backbones
 # are used, and a sensible per-channel default for any policy.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-PRECISIONS: dict[str, torch.dtype] = {
+# The autocast dtype of each precision name the tuner uses (probes.protocol.PRECISIONS).
+DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
     "fp16": torch.float16,
     "fp32": torch.float32,
@@ -49,11 +52,11 @@ def prepare_batch(
             out[key] = value
             continue
         value = value.to(device, non_blocking=non_blocking)
-        if key.startswith("observation.images."):
+        if is_image_key(key):
             mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
             std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
             value = (value.float().div_(255.0) - mean) / std
-        elif key in ("observation.state", "action"):
+        elif key in (STATE, ACTION):
             value = value.float()
             if key in stats:
                 s = stats[key]
@@ -66,7 +69,7 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
     """Autocast at ``precision`` on ``device``; a no-op for fp32."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
 
 
 def make_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:

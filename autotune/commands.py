@@ -1,0 +1,170 @@
+"""The subcommands: each turns parsed flags into a library call and prints its result on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from autotune import config as C
+from autotune.errors import ProbeError, UserError
+from autotune.units import format_bytes
+from probes import catalogue
+from probes.protocol import PRECISIONS, ModelSpec
+
+
+def _overrides(policy: str, pairs: list[str]) -> dict[str, object]:
+    try:
+        return catalogue.parse_overrides(policy, pairs)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _precisions(text: str | None, device: str) -> list[str] | None:
+    from autotune.devices import resolve_precision
+
+    if text is None:
+        return None
+    names = [p.strip().lower() for p in text.split(",") if p.strip()]
+    if not names or any(n not in PRECISIONS for n in names):
+        raise UserError(f"--compare-precision {text!r}: a comma-separated list of bf16, fp16, fp32")
+    return list(dict.fromkeys(resolve_precision(n, device) for n in names))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from autotune.devices import probe_environment, resolve_device, resolve_precision
+    from autotune.pipeline import run
+    from autotune.summary import print_profile
+
+    overrides = _overrides(args.policy, args.overrides)
+    environment = probe_environment()
+    device = resolve_device(args.device, environment)
+    try:
+        cfg = C.RunConfig(
+            policy=args.policy,
+            device=device,
+            precision=resolve_precision(args.precision, device),
+            grad_checkpointing=args.grad_checkpointing,
+            memory_limit_bytes=args.memory_limit,
+            host_memory_limit_bytes=args.host_memory_limit,
+            headroom=args.headroom,
+            dataset=args.dataset,
+            image_size=args.image_size,
+            cameras=args.cameras,
+            state_dim=args.state_dim,
+            action_dim=args.action_dim,
+            trials=args.trials,
+            results=args.results,
+            probe_timeout_s=args.probe_timeout,
+            max_batch=args.max_batch,
+            force=args.force,
+            seed=args.seed,
+            policy_overrides=overrides,
+            throughput_points=args.throughput_points,
+            soak_steps=args.soak_steps,
+            target_batch=args.target_batch,
+            compare=args.compare or args.compare_precision is not None,
+            compare_precisions=_precisions(args.compare_precision, device),
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    outcome = run(cfg, environment)
+    if not outcome.fresh:
+        print(f"autotune: the {cfg.policy} profile is up to date (nothing changed); --force re-tunes")
+    print_profile(outcome.profile)
+    return 0
+
+
+def _latest_profile(results: Path, policy: str) -> dict[str, Any]:
+    from autotune.profile import profile_path, read_profile
+
+    data = read_profile(results, policy)
+    if data is None:
+        raise UserError(
+            f"no {policy} profile in {profile_path(results, policy)}; run: autotune run --policy {policy}"
+        )
+    return data
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from autotune.memory_model import MemoryModel, predict
+
+    data = _latest_profile(args.results, args.policy)
+    if not data.get("memory_model"):
+        raise UserError(
+            f"the {args.policy} profile has no memory model (too few fitting probes); re-run with --force"
+        )
+    model = MemoryModel.from_dict(data["memory_model"])
+    headroom = data["conditions"]["headroom"] if args.headroom is None else args.headroom
+    result = predict(model, args.memory, headroom, card=not args.budget)
+    cond = data["conditions"]
+    if args.json:
+        print(
+            json.dumps({**result.__dict__, "headroom": headroom, "profile_run_id": data["run_id"]}, indent=2)
+        )
+        return 0
+    h, w = cond["image_size"]
+    what = "an allocator budget of" if args.budget else "a card with"
+    print(
+        f"{args.policy} on {what} {format_bytes(args.memory)}: predicted max batch {result.max_batch} "
+        f"(likely between {result.max_batch_low} and {result.max_batch_high}), recommended batch "
+        f"{result.recommended_batch} ({headroom:.0%} headroom)"
+    )
+    print(
+        f"  from the memory model measured on {data['fingerprint'].get('gpu_name') or 'CPU'} "
+        f"({data['precision']}, checkpointing {'on' if data['grad_checkpointing'] else 'off'}, "
+        f"{cond['cameras']} camera(s) {h}x{w}): {format_bytes(model.fixed_bytes)} fixed + "
+        f"{format_bytes(model.per_sample_bytes)} per sample"
+    )
+    if not args.budget and model.device_overhead_bytes:
+        print(f"  {format_bytes(model.device_overhead_bytes)} of the card is taken off for the CUDA context")
+    measured_total = model.budget_bytes + (model.device_overhead_bytes if not args.budget else 0)
+    if args.memory < measured_total:
+        limit = args.memory - (0 if args.budget else model.device_overhead_bytes)
+        print(
+            f"  to measure it on this machine instead: autotune run --policy {args.policy} "
+            f"--memory-limit {format_bytes(limit).replace(' ', '')}"
+        )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from autotune.summary import print_profile
+
+    data = _latest_profile(args.results, args.policy)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print_profile(data)
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from autotune.probe_client import run_probe
+    from autotune.summary import print_description
+    from probes.protocol import ProbeRequest
+
+    overrides = _overrides(args.policy, args.overrides)
+    spec = ModelSpec(
+        policy=args.policy,
+        cameras=args.cameras,
+        image_size=tuple(args.image_size),
+        state_dim=args.state_dim,
+        action_dim=args.action_dim,
+        gradient_checkpointing=bool(overrides.pop("gradient_checkpointing", True)),
+        overrides=overrides,
+    )
+    try:
+        catalogue.build_config(spec)
+    except ValueError as exc:
+        raise UserError(f"{args.policy} configuration: {exc}") from None
+    result = run_probe(ProbeRequest(kind="describe", model=spec), C.DEFAULT_PROBE_TIMEOUT_S)
+    if result.description is None:
+        raise ProbeError(f"describing {args.policy} failed: {result.message or result.status}")
+    info = result.description
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print_description(args.policy, info)
+    return 0

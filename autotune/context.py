@@ -1,0 +1,193 @@
+"""Opening a run: everything that can fail early fails here, before the first probe.
+
+:func:`open_run` reads (or writes) the dataset, works out the budgets, fingerprints the machine,
+states the conditions and checks that the policy's settings make a ``lerobot-train`` command, and
+returns the frozen :class:`RunContext` that every stage reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autotune import fingerprint as fp
+from autotune import host
+from autotune.config import DEFAULT_CAMERAS, DEFAULT_IMAGE_SIZE, RunConfig, Variant
+from autotune.datasets import DatasetShape, prepare_dataset
+from autotune.errors import UserError
+from autotune.profile import Conditions
+from autotune.results import ResultsWriter
+from autotune.units import format_bytes
+from probes import catalogue
+from probes.protocol import Environment, ModelSpec
+
+log = logging.getLogger(__name__)
+
+HOST_BUDGET_SHARE = 0.8  # of the available host memory, for the loader's workers by default
+CPU_BUDGET_SHARE = 0.5  # of the available host memory, for a CPU probe by default
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every stage of one run reads. Memory in bytes."""
+
+    cfg: RunConfig
+    run_id: str
+    started_s: float  # time.perf_counter() at the start
+    data: DatasetShape
+    memory_limit: int
+    host_budget: int  # host memory the loader's workers may use
+    environment: Environment
+    fingerprint: fp.Fingerprint
+    conditions: Conditions
+    policy_args: list[str]  # lerobot-train's --policy.* flags for these settings
+    writer: ResultsWriter = field(compare=False)
+
+    def spec(self, variant: Variant, image_size: tuple[int, int] | None = None) -> ModelSpec:
+        """The model to build for ``variant`` (at the data's camera size unless ``image_size``)."""
+        return model_spec(self.cfg, self.data, variant, image_size)
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started_s
+
+
+def new_run_id() -> str:
+    return f"{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def model_spec(
+    cfg: RunConfig, data: DatasetShape, variant: Variant, image_size: tuple[int, int] | None = None
+) -> ModelSpec:
+    return ModelSpec(
+        policy=cfg.policy,
+        cameras=data.cameras,
+        image_size=image_size or data.image_size,
+        state_dim=data.state_dim,
+        action_dim=data.action_dim,
+        gradient_checkpointing=variant.grad_checkpointing,
+        overrides=dict(cfg.policy_overrides),
+    )
+
+
+def ensure_writable(results: Path) -> None:
+    """Fail early, with one line, if the results folder cannot be written."""
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=results, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UserError(f"results folder {results} cannot be written ({reason}); pass --results DIR") from exc
+
+
+def check_policy(cfg: RunConfig, spec: ModelSpec) -> list[str]:
+    """The policy's configuration for ``spec`` is valid and makes a lerobot-train command: its
+    ``--policy.*`` flags. Anything wrong is one line naming the setting."""
+    try:
+        catalogue.build_config(spec)
+        return catalogue.lerobot_policy_args(spec)
+    except ValueError as exc:
+        raise UserError(f"{cfg.policy} configuration: {exc}") from None
+
+
+def default_memory_limit(cfg: RunConfig) -> int:
+    """The card's free memory on CUDA; half the host's available memory on CPU."""
+    index = cfg.gpu_index
+    if index is not None:
+        gpu = fp.gpu_info(index)
+        if gpu is None:
+            raise UserError(f"device {cfg.device}: no NVIDIA GPU found; use --device cpu")
+        return gpu.memory_free_bytes
+    return int(host.available_bytes() * CPU_BUDGET_SHARE)
+
+
+def describe_run(ctx: RunContext) -> str:
+    data = ctx.data
+    return (
+        f"run {ctx.run_id}: {ctx.cfg.policy} on {ctx.fingerprint.gpu_name or ctx.cfg.device}, budget "
+        f"{format_bytes(ctx.memory_limit)}, {data.cameras} camera(s) {data.image_size[0]}x{data.image_size[1]}"
+    )
+
+
+def open_run(cfg: RunConfig, environment: Environment) -> RunContext:
+    """Everything a run needs before its first probe, checked; one line and exit 2 for what is wrong."""
+    started_s = time.perf_counter()
+    requested = Variant(cfg.precision, cfg.grad_checkpointing)
+    if cfg.dataset is not None:
+        data = prepare_dataset(cfg)  # read only: nothing is written for a broken dataset
+        policy_args = check_policy(cfg, model_spec(cfg, data, requested))
+        ensure_writable(cfg.results)
+    else:
+        # The synthetic dataset's shapes are known before it is written: check the model first.
+        h, w = cfg.image_size or DEFAULT_IMAGE_SIZE
+        planned = DatasetShape(
+            root=cfg.results,
+            repo_id="",
+            kind="synthetic",
+            cameras=cfg.cameras or DEFAULT_CAMERAS,
+            image_size=(h, w),
+            state_dim=cfg.state_dim,
+            action_dim=cfg.action_dim,
+        )
+        check_policy(cfg, model_spec(cfg, planned, requested))
+        ensure_writable(cfg.results)
+        data = prepare_dataset(cfg)
+        policy_args = check_policy(cfg, model_spec(cfg, data, requested))
+    memory_limit = cfg.memory_limit_bytes or default_memory_limit(cfg)
+    fingerprint = fp.take(cfg.device, environment)
+    conditions = Conditions(
+        device=cfg.device,
+        precision=cfg.precision,
+        grad_checkpointing=cfg.grad_checkpointing,
+        cameras=data.cameras,
+        image_size=list(data.image_size),
+        state_dim=data.state_dim,
+        action_dim=data.action_dim,
+        memory_limit_bytes=memory_limit,
+        memory_limit_is_default=cfg.memory_limit_bytes is None,
+        headroom=cfg.headroom,
+        dataset=str(data.root),
+        dataset_kind=data.kind,
+        policy_overrides=dict(cfg.policy_overrides),
+        compare=cfg.compare,
+        compare_precisions=list(cfg.compare_precisions or []),
+        target_batch=cfg.target_batch,
+    )
+    run_id = new_run_id()
+    writer = ResultsWriter(
+        cfg.results,
+        {
+            "run_id": run_id,
+            "timestamp": "",
+            "policy": cfg.policy,
+            "device": cfg.device,
+            "gpu_name": fingerprint.gpu_name,
+            "precision": cfg.precision,
+            "grad_checkpointing": cfg.grad_checkpointing,
+            "cameras": data.cameras,
+            "image_h": data.image_size[0],
+            "image_w": data.image_size[1],
+            "memory_limit_bytes": memory_limit,
+        },
+    )
+    host_budget = cfg.host_memory_limit_bytes or int(HOST_BUDGET_SHARE * host.available_bytes())
+    ctx = RunContext(
+        cfg=cfg,
+        run_id=run_id,
+        started_s=started_s,
+        data=data,
+        memory_limit=memory_limit,
+        host_budget=host_budget,
+        environment=environment,
+        fingerprint=fingerprint,
+        conditions=conditions,
+        policy_args=policy_args,
+        writer=writer,
+    )
+    return ctx

@@ -1,0 +1,80 @@
+"""``autotune run``, end to end: the stages in order, one screen."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from autotune.config import RunConfig
+from autotune.context import RunContext, describe_run, open_run
+from autotune.eta import WorkPlan
+from autotune.prober import BATCH_MEASURE_STEPS, BATCH_WARMUP_STEPS, Prober
+from autotune.profile import up_to_date, write_profile
+from autotune.progress import Progress
+from autotune.record import run_record
+from autotune.stages.assemble import assemble
+from autotune.stages.feed import measure_feed
+from autotune.stages.input_bound import diagnose_input
+from autotune.stages.variant import pick_winner, tune_variant
+from autotune.stages.workers import tune_workers
+from probes import catalogue
+from probes.protocol import Environment
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOutcome:
+    profile: dict[str, Any]  # the new profile, or the current one when nothing changed
+    fresh: bool  # tuned now (False: the existing profile was up to date)
+    notes: list[str] = field(default_factory=list)
+
+
+def run(cfg: RunConfig, environment: Environment) -> RunOutcome:
+    ctx = open_run(cfg, environment)  # dataset, budgets, fingerprint, conditions, LeRobot args
+    if not cfg.force and (current := up_to_date(cfg.results, cfg.policy, ctx.fingerprint, ctx.conditions)):
+        log.info("profile %s is up to date for this machine; --force re-tunes", cfg.policy)
+        return RunOutcome(current, fresh=False, notes=["up to date: nothing changed since the last tune"])
+    log.info("%s", describe_run(ctx))
+    prober = Prober(ctx, progress_for(ctx))
+    with run_record(ctx, prober) as record:
+        outcomes = [tune_variant(ctx, prober, v) for v in cfg.variants()]
+        winner = pick_winner(ctx, outcomes)
+        record.update(
+            **winner.variant.columns(),
+            max_batch_size=winner.search.max_batch,
+            certified=winner.search.certified,
+        )
+        feed = measure_feed(ctx, prober, winner)
+        workers = tune_workers(ctx, prober, winner, feed)
+        bound = diagnose_input(ctx, prober, winner, workers, feed)
+        profile = assemble(ctx, winner, outcomes, workers, feed, bound)
+        path = write_profile(cfg.results, profile)
+        record.finish(profile, path)
+    return RunOutcome(profile.to_dict(), fresh=True, notes=list(profile.notes))
+
+
+def progress_for(ctx: RunContext) -> Progress:
+    cfg = ctx.cfg
+    plan = WorkPlan(
+        variants=len(cfg.variants()),
+        budget_bytes=ctx.memory_limit,
+        headroom=cfg.headroom,
+        warmup_steps=BATCH_WARMUP_STEPS,
+        measure_steps=BATCH_MEASURE_STEPS,
+        throughput_points=cfg.effective_throughput_points(),
+        soak_steps=cfg.effective_soak_steps(),
+        trials=cfg.trials,
+        trial_steps=Prober.trial_steps_for(cfg.device_type),
+    )
+    quick = catalogue.entry(cfg.policy).quick
+    hints = [
+        "cut the model down (" + " ".join(f"--set {q}" for q in quick) + ")" if quick else "",
+        "smaller cameras (--image-size 96x128)" if ctx.data.kind == "synthetic" else "",
+        f"fewer worker trials (--trials 3; now {cfg.trials})" if cfg.trials > 3 else "",
+        "or run on a GPU",
+    ]
+    return Progress(
+        plan, max_batch_cap=cfg.max_batch, device_type=cfg.device_type, hints=[h for h in hints if h]
+    )

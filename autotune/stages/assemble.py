@@ -1,0 +1,249 @@
+"""Assemble the profile from what the stages measured: the numbers, the notes, the plots, the command."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict
+
+from autotune.context import RunContext
+from autotune.feed_model import FeedModel, InputBound
+from autotune.lerobot import command_line, lerobot_train_args
+from autotune.plots import plot_batch, plot_workers
+from autotune.profile import Comparison, Profile, WorkerSetting
+from autotune.stages.variant import VariantOutcome
+from autotune.study import StudyOutcome
+from autotune.units import format_bytes
+
+
+def assemble(
+    ctx: RunContext,
+    winner: VariantOutcome,
+    outcomes: list[VariantOutcome],
+    workers: StudyOutcome,
+    feed: FeedModel | None,
+    bound: InputBound | None,
+) -> Profile:
+    cfg = ctx.cfg
+    search, decision = winner.search, winner.decision
+    assert decision is not None
+    batch = decision.batch_size
+    best, default = workers.best, workers.lerobot_default
+    measured = decision.soak_result or search.result_at(batch)
+    if measured is not None and measured.fits:
+        peak_alloc, peak_reserved = measured.peak_allocated_bytes, measured.peak_reserved_bytes
+    elif winner.model is not None:
+        peak_alloc = peak_reserved = int(winner.model.fixed_bytes + winner.model.per_sample_bytes * batch)
+    else:
+        peak_alloc, peak_reserved = best.result.peak_allocated_bytes, best.result.peak_reserved_bytes
+    at_max = search.result_at(search.max_batch)
+    args = lerobot_train_args(
+        policy_args=ctx.policy_args,
+        dataset_repo_id=ctx.data.repo_id,
+        dataset_root=str(ctx.data.root.resolve()),
+        device=cfg.device,
+        precision=winner.variant.precision,
+        batch_size=batch,
+        num_workers=best.num_workers,
+        prefetch_factor=best.prefetch_factor,
+        grad_accum_steps=decision.grad_accum_steps,
+    )
+    speedup = None
+    if default is not None and default.result.samples_per_s > 0:
+        speedup = best.result.samples_per_s / default.result.samples_per_s
+    notes = run_notes(ctx, winner, outcomes, workers, peak_reserved)
+    if bound is not None:
+        notes.append(bound.summary())
+    return Profile(
+        policy=cfg.policy,
+        run_id=ctx.run_id,
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        fingerprint=ctx.fingerprint.to_dict(),
+        conditions=ctx.conditions,
+        precision=winner.variant.precision,
+        grad_checkpointing=winner.variant.grad_checkpointing,
+        max_batch_size=search.max_batch,
+        certified=search.certified,
+        batch_size=batch,
+        headroom_batch_size=decision.headroom_batch,
+        grad_accum_steps=decision.grad_accum_steps,
+        num_workers=best.num_workers,
+        prefetch_factor=best.prefetch_factor,
+        data_s=best.result.data_s,
+        updt_s=best.result.updt_s,
+        samples_per_s=best.result.samples_per_s,
+        peak_allocated_bytes=int(peak_alloc),
+        peak_reserved_bytes=int(peak_reserved),
+        max_batch_peak_reserved_bytes=at_max.peak_reserved_bytes if at_max else 0,
+        memory_model=winner.model.to_dict() if winner.model else None,
+        throughput_curve=[asdict(p) for p in decision.curve],
+        soaks=[asdict(s) for s in decision.soaks],
+        comparisons=[comparison(o) for o in outcomes],
+        lerobot_default=(
+            WorkerSetting(
+                num_workers=default.num_workers,
+                prefetch_factor=default.prefetch_factor,
+                data_s=default.result.data_s,
+                updt_s=default.result.updt_s,
+                samples_per_s=default.result.samples_per_s,
+            )
+            if default
+            else None
+        ),
+        speedup_vs_default=speedup,
+        search={
+            "probes": len(search.probes),
+            "probed_batch_sizes": [p.batch_size for p in search.probes],
+            "wall_s": round(sum(p.wall_s for p in search.probes), 3),
+        },
+        study={
+            "trials": len(workers.trials),
+            "storage": workers.storage,
+            "study_name": workers.study_name,
+            "wall_s": round(sum(t.result.wall_s for t in workers.trials if not t.resumed), 3),
+        },
+        plots=plots(ctx, winner, workers),
+        loader_model=asdict(feed) if feed else None,
+        input_bound=bound.to_dict() if bound else None,
+        lerobot_train_args=args,
+        lerobot_train_command=command_line(args),
+        notes=notes,
+    )
+
+
+def run_notes(
+    ctx: RunContext,
+    winner: VariantOutcome,
+    outcomes: list[VariantOutcome],
+    workers: StudyOutcome,
+    peak_reserved: int,
+) -> list[str]:
+    """Caveats a person should read beside the numbers."""
+    cfg = ctx.cfg
+    decision = winner.decision
+    assert decision is not None
+    batch = decision.batch_size
+    notes = []
+    if ctx.data.kind == "synthetic":
+        notes.append(
+            "tuned on autotune's synthetic dataset: point --dataset.repo_id/--dataset.root at "
+            "your own data (or tune with --dataset) before training"
+        )
+    if winner.variant.grad_checkpointing:
+        notes.append(
+            "the batch assumes gradient checkpointing, which released lerobot-train does not "
+            "have for ACT or SmolVLA; without it use a profile tuned with --no-grad-checkpointing"
+        )
+    if winner.search.capped:
+        notes.append(f"the search stopped at --max-batch {cfg.max_batch} without running out of memory")
+    if peak_reserved > (1 - cfg.headroom) * ctx.memory_limit:
+        notes.append(
+            f"the {cfg.headroom:.0%} headroom cannot be kept: batch {batch} already peaks at "
+            f"{format_bytes(peak_reserved)} of the {format_bytes(ctx.memory_limit)} budget"
+        )
+    if decision.lowered_by_soak:
+        failed = [s for s in decision.soaks if s.lowered]
+        notes.append(
+            "the soak lowered the batch: "
+            + ", ".join(f"batch {s.batch_size} failed ({s.reason})" for s in failed)
+        )
+    if batch < decision.headroom_batch and not decision.lowered_by_soak and decision.target_batch is None:
+        notes.append(
+            f"batch {batch} is faster than the largest batch within the headroom "
+            f"({decision.headroom_batch}), so it is recommended"
+        )
+    undrained = [t for t in workers.trials if t.result.fits and not t.result.drained]
+    if undrained:
+        notes.append(
+            f"{len(undrained)} worker trial(s) stopped before their prefetched batches were used "
+            "up; their data_s may be optimistic"
+        )
+    if len(outcomes) > 1:
+        notes.extend(comparison_notes(outcomes))
+    return notes
+
+
+def comparison(o: VariantOutcome) -> Comparison:
+    d = o.decision
+    return Comparison(
+        precision=o.variant.precision,
+        grad_checkpointing=o.variant.grad_checkpointing,
+        max_batch_size=o.search.max_batch,
+        batch_size=d.batch_size if d else 0,
+        samples_per_s=o.samples_per_s,
+        per_sample_bytes=o.model.per_sample_bytes if o.model else None,
+        probes=len(o.search.probes),
+    )
+
+
+def comparison_notes(outcomes: list[VariantOutcome]) -> list[str]:
+    """What gradient checkpointing costs in speed and buys in memory, per precision."""
+    notes = []
+    by_key = {(o.variant.precision, o.variant.grad_checkpointing): o for o in outcomes}
+    for precision in dict.fromkeys(o.variant.precision for o in outcomes):
+        on, off = by_key.get((precision, True)), by_key.get((precision, False))
+        if not on or not off or not on.decision or not off.decision:
+            continue
+        text = f"{precision}: checkpointing fits batch {on.search.max_batch} against {off.search.max_batch} without"
+        if on.model and off.model:
+            text += (
+                f" ({format_bytes(on.model.per_sample_bytes)} per sample against "
+                f"{format_bytes(off.model.per_sample_bytes)})"
+            )
+        if off.samples_per_s > 0:
+            text += f", at {on.samples_per_s / off.samples_per_s:.2f}x the samples/s"
+        notes.append(text)
+    return notes
+
+
+def plots(ctx: RunContext, winner: VariantOutcome, workers: StudyOutcome) -> dict[str, str]:
+    cfg = ctx.cfg
+    decision = winner.decision
+    assert decision is not None
+    folder = cfg.results / "plots"
+    probe_rows = [
+        {
+            "batch_size": p.batch_size,
+            "status": p.status,
+            "peak_reserved_bytes": p.peak_reserved_bytes,
+            "samples_per_s": p.samples_per_s,
+        }
+        for p in winner.search.probes
+    ] + [
+        {
+            "batch_size": p.batch_size,
+            "status": "ok",
+            "peak_reserved_bytes": p.peak_reserved_bytes,
+            "samples_per_s": p.samples_per_s,
+        }
+        for p in decision.curve
+        if p.phase != "search"
+    ]
+    title = f"{cfg.policy}, {winner.variant.label}, run {ctx.run_id}"
+    batch_png = plot_batch(
+        folder / f"{cfg.policy}-{ctx.run_id}-batch.png",
+        title=title,
+        probes=probe_rows,
+        budget_bytes=ctx.memory_limit,
+        headroom=cfg.headroom,
+        max_batch=winner.search.max_batch,
+        batch_size=decision.batch_size,
+        fit=(winner.model.fixed_bytes, winner.model.per_sample_bytes) if winner.model else None,
+    )
+    trial_rows = [
+        {
+            "num_workers": t.num_workers,
+            "prefetch_factor": t.prefetch_factor,
+            "samples_per_s": t.result.samples_per_s,
+            "data_s": t.result.data_s,
+            "updt_s": t.result.updt_s,
+            "status": t.result.status,
+        }
+        for t in workers.trials
+    ]
+    workers_png = plot_workers(
+        folder / f"{cfg.policy}-{ctx.run_id}-workers.png",
+        title=f"{title}, batch {decision.batch_size}",
+        trials=trial_rows,
+        chosen=workers.best.num_workers,
+    )
+    return {"batch": str(batch_png), "workers": str(workers_png)}

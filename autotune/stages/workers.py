@@ -1,0 +1,50 @@
+"""Tune the DataLoader: the Optuna study over num_workers and prefetch_factor at the chosen batch."""
+
+from __future__ import annotations
+
+import logging
+
+from autotune.context import RunContext
+from autotune.feed_model import FeedModel
+from autotune.prober import Prober
+from autotune.profile import conditions_key
+from autotune.stages.variant import VariantOutcome
+from autotune.study import StudyOutcome, run_study, worker_range
+
+log = logging.getLogger(__name__)
+
+FIRST_GUESS_PREFETCH = 2
+FIRST_GUESS_MAX_WORKERS = 8  # without a feed model, try this many workers (cores permitting) first
+
+
+def tune_workers(
+    ctx: RunContext, prober: Prober, winner: VariantOutcome, feed: FeedModel | None
+) -> StudyOutcome:
+    cfg = ctx.cfg
+    decision = winner.decision
+    assert decision is not None
+    variant = winner.variant
+    batch = decision.batch_size
+    cores = ctx.fingerprint.cpu_cores
+    # The study's name keys the measurements it may resume: same machine, conditions and batch.
+    key = conditions_key(
+        ctx.conditions,
+        ctx.fingerprint,
+        {"batch_size": batch, "policy": cfg.policy, "variant": variant.columns()},
+    )
+    first = feed.first_guess(cores) if feed else min(cores, FIRST_GUESS_MAX_WORKERS)
+    log.info(
+        "worker study at batch %d: %d trial(s), num_workers 0..%d", batch, cfg.trials, worker_range(cores)
+    )
+    with prober.progress.stage("workers", "worker study", total=cfg.trials, unit="trial"):
+        return run_study(
+            lambda workers, prefetch: prober.trial(variant, batch, workers, prefetch),
+            storage_path=cfg.results / "studies" / f"{cfg.policy}.db",
+            study_name=f"{cfg.policy}-{key}",
+            n_trials=cfg.trials,
+            max_workers=cores,
+            seed=cfg.seed,
+            first_guesses=[(first, FIRST_GUESS_PREFETCH)],
+            host_budget_bytes=ctx.host_budget,
+            on_trial=lambda record: prober.record_trial(variant, record),
+        )

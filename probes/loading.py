@@ -1,0 +1,145 @@
+"""Worker and decode probes: the real DataLoader over a real dataset into the real training step."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from probes import catalogue
+from probes.dataset import FrameDataset
+from probes.device import synchronize
+from probes.memory import PeakWatcher, children_of, pss_bytes
+from probes.protocol import ProbeRequest
+from probes.train_step import FeatureStats, prepare_batch
+from probes.training import build
+
+log = logging.getLogger("probes.child")
+
+
+def open_dataset(request: ProbeRequest, chunk_size: int) -> FrameDataset:
+    assert request.model is not None and request.dataset_root is not None
+    return FrameDataset(
+        request.dataset_root,
+        chunk_size=chunk_size,
+        with_task=catalogue.entry(request.model.policy).reads_task,
+    )
+
+
+def time_samples(dataset: Any, seed: int, samples: int = 6) -> float:
+    """Seconds one process takes to read one sample (decode every camera, read the chunk)."""
+    rng = random.Random(seed)
+    indices = [rng.randrange(len(dataset)) for _ in range(samples + 1)]
+    dataset[indices[0]]  # open the parquet data once, as a worker's first sample does
+    t0 = time.perf_counter()
+    for i in indices[1:]:
+        dataset[i]
+    return (time.perf_counter() - t0) / samples
+
+
+def run_decode_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
+    """How long one process takes to read one sample: a DataLoader worker's production rate."""
+    assert request.model is not None
+    dataset = open_dataset(request, catalogue.build_config(request.model).chunk_size)
+    decode_s = time_samples(dataset, request.seed, samples=max(4, request.measure_steps))
+    return {"status": "ok", "decode_s_per_sample": decode_s, "steps": request.measure_steps}
+
+
+def run_worker_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
+    """Drive the real DataLoader into the real training step; measure data_s and updt_s per step.
+
+    As in LeRobot's training loop (v0.4 to v0.6.1), ``data_s`` is the time to get the next batch
+    from the loader and put it on the device, and ``updt_s`` the optimisation step ending with
+    ``loss.item()``.
+    """
+    # On CPU the loader's imports, prefetched batches and pinned buffers live in this process
+    # too; the batch was chosen with headroom, so here memory is measured, not enforced (on CUDA
+    # the allocator's cap still holds).
+    trainer = build(request, on_exceed, enforce=False)
+    device, meter, step = trainer.device, trainer.meter, trainer.step
+    dataset = open_dataset(request, trainer.cfg.chunk_size)
+    stats = {key: FeatureStats(mean=value.mean, std=value.std) for key, value in dataset.stats.items()}
+    workers = request.num_workers
+    decode_s = time_samples(dataset, request.seed)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=request.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        prefetch_factor=request.prefetch_factor if workers > 0 else None,
+        persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda",
+        drop_last=False,
+        multiprocessing_context="spawn" if workers > 0 else None,
+        generator=torch.Generator().manual_seed(request.seed),
+    )
+    me = os.getpid()
+    loader_memory = PeakWatcher(lambda: sum(pss_bytes(pid) for pid in children_of(me)), interval_s=0.25)
+    loader_memory.start()
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))  # LeRobot's cycled iterator
+    buffered = workers * (request.prefetch_factor or 0)
+    data_times: list[float] = []
+    step_times: list[float] = []
+    drain_started = None
+    step_index = 0
+    drained = True
+    while True:
+        t0 = time.perf_counter()
+        batch = next(batches)
+        prepared = prepare_batch(batch, device, stats)
+        synchronize(device)
+        t1 = time.perf_counter()
+        step(prepared)
+        synchronize(device)
+        t2 = time.perf_counter()
+        meter.check()
+        log.info("workers %d step %d: data %.3f s, update %.3f s", workers, step_index, t1 - t0, t2 - t1)
+        step_index += 1
+        if step_index <= request.warmup_steps:
+            continue
+        data_times.append(t1 - t0)
+        step_times.append(t2 - t1)
+        drain_started = drain_started or t0
+        after_warmup = len(step_times)
+        if after_warmup < request.measure_steps:
+            continue
+        if after_warmup >= buffered + request.measure_steps:
+            break
+        # Workers that produce a batch faster than the step consumes one keep the buffer full:
+        # the steady state is already here, with nothing to drain.
+        produce_s = request.batch_size * decode_s / workers if workers else float("inf")
+        if produce_s <= statistics.fmean(step_times):
+            break
+        if t2 - drain_started >= request.drain_budget_s:
+            drained = False
+            break
+    # The steady state: the last measure_steps steps.
+    data_times = data_times[-request.measure_steps :]
+    step_times = step_times[-request.measure_steps :]
+    loader_rss = loader_memory.stop()
+    peak = meter.peak()
+    data_s = statistics.fmean(data_times)
+    updt_s = statistics.fmean(step_times)
+    return {
+        "status": "ok",
+        "peak_allocated_bytes": peak.allocated_bytes,
+        "peak_reserved_bytes": peak.reserved_bytes,
+        "alloc_retries": peak.alloc_retries,
+        "step_time_s": updt_s,
+        "data_s": data_s,
+        "updt_s": updt_s,
+        "samples_per_s": request.batch_size / (data_s + updt_s),
+        "steps": len(step_times),
+        "loader_rss_bytes": loader_rss,
+        "drained": drained,
+        "decode_s_per_sample": decode_s,
+        "step_times_s": step_times,
+        "data_times_s": data_times,
+        **trainer.param_counts(),
+    }

@@ -1,0 +1,1 @@
+"""The policies autotune rebuilds, one package each: ``config`` (torch-free) apart from ``model``."""

@@ -1,0 +1,101 @@
+"""A batch probe: build the policy on the device and train it on synthetic tensors of the real shapes."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from probes import catalogue
+from probes.device import MemoryMeter, resolve_device, synchronize
+from probes.policies.common import count_params
+from probes.protocol import ProbeRequest
+from probes.train_step import TrainStep, prepare_batch
+
+log = logging.getLogger("probes.child")
+
+
+@dataclass
+class Trainer:
+    """What a probe trains with: the device, its memory meter, the policy's code, config and step."""
+
+    device: torch.device
+    meter: MemoryMeter
+    model_module: Any
+    cfg: Any
+    step: TrainStep
+
+    def param_counts(self) -> dict[str, int]:
+        params = list(self.step.model.parameters())
+        return {
+            "total_params": count_params(params),
+            "trainable_params": count_params(p for p in params if p.requires_grad),
+        }
+
+
+def build(request: ProbeRequest, on_exceed: Any, enforce: bool = True) -> Trainer:
+    """The device, memory meter, policy, config and training step for ``request``.
+
+    ``enforce=False`` measures a CPU probe's memory without treating the budget as a limit.
+    """
+    assert request.model is not None
+    torch.manual_seed(request.seed)
+    device = resolve_device(request.device)
+    meter = MemoryMeter(device, request.memory_limit_bytes, on_exceed=on_exceed if enforce else None)
+    meter.start()
+    cfg = catalogue.build_config(request.model)
+    module = catalogue.model_module(request.model.policy)
+    model = module.Model(cfg).to(device)
+    model.set_gradient_checkpointing(request.model.gradient_checkpointing)
+    return Trainer(device, meter, module, cfg, TrainStep(model, cfg, device, request.precision))
+
+
+def run_batch_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
+    """Train on synthetic tensors of the real shapes; measure peak memory and step time."""
+    trainer = build(request, on_exceed)
+    device, meter, module, cfg, step = (
+        trainer.device,
+        trainer.meter,
+        trainer.model_module,
+        trainer.cfg,
+        trainer.step,
+    )
+    generator = torch.Generator().manual_seed(request.seed)
+    batch = module.synthetic_batch(cfg, request.batch_size, generator)
+    times: list[float] = []
+    for i in range(request.warmup_steps + request.measure_steps):
+        if request.vary_padding and i > 0:
+            batch = module.synthetic_batch(cfg, request.batch_size, generator)
+        prepared = prepare_batch(batch, device)
+        synchronize(device)
+        t0 = time.perf_counter()
+        step(prepared)  # ends with loss.item(), which synchronises
+        synchronize(device)
+        elapsed = time.perf_counter() - t0
+        meter.check()
+        if i >= request.warmup_steps:
+            times.append(elapsed)
+        log.info("batch %d step %d: %.3f s", request.batch_size, i, elapsed)
+    peak = meter.peak()
+    median = statistics.median(times)
+    over = peak.reserved_bytes > peak.limit_bytes
+    return {
+        "status": "oom" if over else "ok",
+        "message": f"measured peak {peak.reserved_bytes} B passed the {peak.limit_bytes} B budget"
+        if over
+        else "",
+        "peak_allocated_bytes": peak.allocated_bytes,
+        "peak_reserved_bytes": peak.reserved_bytes,
+        "alloc_retries": peak.alloc_retries,
+        "device_overhead_bytes": peak.overhead_bytes,
+        "step_time_s": median,
+        "samples_per_s": request.batch_size / median,
+        "steps": len(times),
+        "updt_s": median,
+        "step_times_s": times,
+        **trainer.param_counts(),
+    }

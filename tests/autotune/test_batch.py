@@ -1,0 +1,149 @@
+"""From the certified maximum to the batch to train with: throughput, soak, target batches, and
+the memory model that predicts other cards."""
+
+from __future__ import annotations
+
+import pytest
+
+from autotune.batch import decide_batch, headroom_batch, split_target
+from autotune.errors import ProbeError
+from autotune.search import find_max_batch
+from probes.protocol import ProbeResult
+from tests.fakes import FakeProbe, GiB, MiB, linear
+
+
+class SoakingProbe:
+    """A fake whose soaks fail above ``soak_limit`` (out of memory) or thrash above
+    ``retry_limit``, and whose throughput follows ``speed(batch)``."""
+
+    def __init__(self, base: FakeProbe, soak_limit: int = 10**9, retry_limit: int = 10**9, speed=None):
+        self.base = base
+        self.soak_limit = soak_limit
+        self.retry_limit = retry_limit
+        self.speed = speed or (lambda b: b / base.step_time(b))
+        self.calls: list[tuple[int, str]] = []
+
+    def __call__(self, batch_size: int, phase: str) -> ProbeResult:
+        self.calls.append((batch_size, phase))
+        result = self.base(batch_size)
+        if result.fits:
+            result.samples_per_s = self.speed(batch_size)
+            result.step_time_s = batch_size / result.samples_per_s
+        if phase == "soak" and result.fits:
+            if batch_size > self.soak_limit:
+                return ProbeResult(status="oom", batch_size=batch_size, message="fake soak oom")
+            if batch_size > self.retry_limit:
+                result.alloc_retries = 3
+        return result
+
+
+DEFAULT_CURVE = linear(1 * GiB, 10 * MiB)
+
+
+def searched(curve=DEFAULT_CURVE, budget=4 * GiB):
+    base = FakeProbe(curve, budget)
+    return base, find_max_batch(base, budget)
+
+
+def test_the_recommendation_is_the_largest_batch_within_headroom_when_it_is_fastest() -> None:
+    base, search = searched()
+    probe = SoakingProbe(base)
+    decision = decide_batch(search, probe, headroom=0.10)
+    assert decision.batch_size == decision.headroom_batch
+    assert 1 * GiB + 10 * MiB * decision.batch_size <= 0.9 * 4 * GiB
+    assert decision.soaks and not decision.lowered_by_soak
+    assert [phase for _, phase in probe.calls].count("soak") == 1
+    sizes = [p.batch_size for p in decision.curve]
+    assert decision.headroom_batch // 2 in sizes and decision.headroom_batch in sizes
+
+
+def test_a_smaller_batch_that_is_clearly_faster_is_recommended() -> None:
+    base, search = searched()
+    peak_at = 120
+    probe = SoakingProbe(base, speed=lambda b: 1000 - abs(b - peak_at) * 3)
+    decision = decide_batch(search, probe, headroom=0.10, throughput_points=4)
+    assert decision.batch_size < decision.headroom_batch
+    assert decision.soak_result is not None and decision.soak_result.batch_size == decision.batch_size
+
+
+def test_a_smaller_batch_within_noise_does_not_displace_the_largest() -> None:
+    base, search = searched()
+    probe = SoakingProbe(base, speed=lambda b: 1000 + (5 if b < 200 else 0))  # 0.5% faster: noise
+    decision = decide_batch(search, probe, headroom=0.10)
+    assert decision.batch_size == decision.headroom_batch
+
+
+def test_a_soak_that_runs_out_of_memory_lowers_the_batch() -> None:
+    base, search = searched()
+    probe = SoakingProbe(base, soak_limit=200)
+    decision = decide_batch(search, probe, headroom=0.10)
+    assert decision.headroom_batch > 200 >= decision.batch_size
+    assert decision.lowered_by_soak
+    assert decision.soaks[0].status == "oom" and decision.soaks[-1].status == "ok"
+
+
+def test_a_soak_that_thrashes_the_allocator_lowers_the_batch() -> None:
+    base, search = searched()
+    probe = SoakingProbe(base, retry_limit=240)
+    decision = decide_batch(search, probe, headroom=0.10)
+    assert decision.batch_size <= 240
+    assert any(s.reason == "allocator retries" for s in decision.soaks)
+
+
+def test_a_soak_that_peaks_above_the_headroom_lowers_the_batch() -> None:
+    base, search = searched()
+    probe = SoakingProbe(base)
+    heavier = probe.__call__
+
+    def soak_heavier(batch_size: int, phase: str) -> ProbeResult:
+        result = heavier(batch_size, phase)
+        if phase == "soak" and result.fits:
+            result.peak_reserved_bytes += 40 * MiB  # a longer run reaches a little higher
+        return result
+
+    decision = decide_batch(search, soak_heavier, headroom=0.10)
+    assert decision.lowered_by_soak
+    assert decision.soaks[0].reason == "peak above the headroom"
+    assert decision.soak_result.peak_reserved_bytes <= 0.9 * 4 * GiB
+    assert decision.batch_size < decision.headroom_batch
+
+
+def test_no_soak_that_passes_is_an_error() -> None:
+    base, search = searched()
+    with pytest.raises(ProbeError, match="soak"):
+        decide_batch(search, SoakingProbe(base, soak_limit=0), headroom=0.10)
+
+
+def test_target_batch_splits_into_the_fastest_divisor_that_fits() -> None:
+    base, search = searched()  # headroom batch 266
+    decision = decide_batch(search, SoakingProbe(base), headroom=0.10, target_batch=1024)
+    assert decision.batch_size * decision.grad_accum_steps == 1024
+    assert decision.batch_size == 256 and decision.grad_accum_steps == 4
+
+
+def test_target_batch_below_the_maximum_needs_no_accumulation() -> None:
+    base, search = searched()
+    decision = decide_batch(search, SoakingProbe(base), headroom=0.10, target_batch=96)
+    assert (decision.batch_size, decision.grad_accum_steps) == (96, 1)
+
+
+def test_target_batch_lowered_by_the_soak_stays_a_divisor() -> None:
+    base, search = searched()
+    decision = decide_batch(search, SoakingProbe(base, soak_limit=200), headroom=0.10, target_batch=1024)
+    assert decision.batch_size <= 200
+    assert decision.batch_size * decision.grad_accum_steps == 1024
+
+
+def test_split_target_lists_the_largest_divisors_first() -> None:
+    assert split_target(1000, 300) == [250, 200, 125]
+    assert split_target(7, 100) == [7, 1]
+    assert split_target(13, 5) == [1]
+
+
+def test_the_headroom_batch_keeps_the_headroom() -> None:
+    budget = 4 * GiB
+    probe = FakeProbe(linear(1 * GiB, 10 * MiB), budget)
+    outcome = find_max_batch(probe, budget)
+    largest = headroom_batch(outcome, 0.10)
+    assert 1 * GiB + 10 * MiB * largest <= 0.9 * budget < 1 * GiB + 10 * MiB * (largest + 1)
+    assert headroom_batch(outcome, 0.0) == outcome.max_batch

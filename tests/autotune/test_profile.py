@@ -1,0 +1,21 @@
+"""The versioned profile: what cannot be read is refused in one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autotune.errors import UserError
+from autotune.profile import read_profile
+
+
+def test_a_profile_of_another_version_is_refused(tmp_path) -> None:
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "act.json").write_text(json.dumps({"version": 999}))
+    with pytest.raises(UserError, match="version"):
+        read_profile(tmp_path, "act")
+    (tmp_path / "profiles" / "act.json").write_text("{not json")
+    with pytest.raises(UserError, match="cannot be read"):
+        read_profile(tmp_path, "act")
+    assert read_profile(tmp_path, "smolvla") is None

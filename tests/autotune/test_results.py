@@ -1,0 +1,49 @@
+"""Append-only CSVs: rows appended whole, never rewritten; foreign files left untouched."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from autotune.errors import UserError
+from autotune.results import BATCH_PROBE_COLUMNS, RUN_COLUMNS, ResultsWriter, append_rows, replace_csv
+
+
+def test_rows_are_appended_never_rewritten(tmp_path) -> None:
+    path = tmp_path / "batch_probes.csv"
+    first = {c: "" for c in BATCH_PROBE_COLUMNS} | {"run_id": "a", "batch_size": 1, "status": "ok"}
+    second = first | {"run_id": "b", "batch_size": 2, "status": "oom"}
+    append_rows(path, BATCH_PROBE_COLUMNS, [first])
+    before = path.read_bytes()
+    append_rows(path, BATCH_PROBE_COLUMNS, [second])
+    assert path.read_bytes().startswith(before)
+    frame = pd.read_csv(path)
+    assert list(frame.columns) == BATCH_PROBE_COLUMNS
+    assert frame["run_id"].tolist() == ["a", "b"]
+    assert frame["status"].tolist() == ["ok", "oom"]
+
+
+def test_a_csv_with_other_columns_is_left_untouched(tmp_path) -> None:
+    path = tmp_path / "runs.csv"
+    path.write_text("run_id,something_else\nx,1\n")
+    with pytest.raises(UserError, match="other autotune version"):
+        ResultsWriter(tmp_path, {"run_id": "y"})
+    assert path.read_text() == "run_id,something_else\nx,1\n"
+    assert RUN_COLUMNS[0] == "run_id"
+
+
+def test_an_unknown_column_is_refused_before_anything_is_written(tmp_path) -> None:
+    path = tmp_path / "runs.csv"
+    with pytest.raises(ValueError):
+        append_rows(path, RUN_COLUMNS, [{"run_id": "a", "not_a_column": 1}])
+    assert not path.exists()
+
+
+def test_replace_csv_leaves_the_old_file_whole_when_a_row_is_bad(tmp_path) -> None:
+    path = tmp_path / "table.csv"
+    replace_csv(path, ["a", "b"], [{"a": 1, "b": None}])
+    assert path.read_text() == "a,b\n1,\n"
+    with pytest.raises(ValueError):
+        replace_csv(path, ["a", "b"], [{"a": 2, "b": 3}, {"a": 4, "c": 5}])
+    assert path.read_text() == "a,b\n1,\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]

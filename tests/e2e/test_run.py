@@ -1,0 +1,196 @@
+"""`autotune run` end to end on the CPU, through the same code path as on a GPU: real probe
+children, a real synthetic LeRobot video dataset, a real Optuna study in SQLite, the profile and
+the CSVs. The model is ACT (and SmolVLA) reduced in width and depth so CI stays fast."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.cli import SMALL_ACT, autotune, set_flags
+
+pytestmark = pytest.mark.slow
+
+SMALL_ACT_FLAGS = set_flags(SMALL_ACT)
+RUN_ACT = [
+    "run", "--policy", "act", "--device", "cpu", "--precision", "fp32", "--memory-limit", "470MiB",
+    "--image-size", "48x64", "--cameras", "2", "--trials", "2", *SMALL_ACT_FLAGS,
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def act_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    cwd = tmp_path_factory.mktemp("act")
+    return cwd, autotune(*RUN_ACT, cwd=cwd)
+
+
+def test_run_writes_a_profile_with_a_certified_maximum(act_run) -> None:
+    cwd, proc = act_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    profile = json.loads((cwd / "results" / "profiles" / "act.json").read_text())
+    assert profile["version"] == 1
+    assert profile["certified"] is True
+    assert 1 <= profile["batch_size"] <= profile["max_batch_size"]
+    assert profile["conditions"]["image_size"] == [48, 64]
+    assert profile["conditions"]["cameras"] == 2
+    assert profile["conditions"]["precision"] == "fp32"
+    assert profile["conditions"]["memory_limit_bytes"] == 470 * 1024**2
+    assert profile["peak_reserved_bytes"] <= 0.9 * 470 * 1024**2
+    assert profile["fingerprint"]["cpu_cores"] >= 1 and profile["fingerprint"]["torch_version"]
+    assert profile["samples_per_s"] > 0 and profile["updt_s"] > 0 and profile["data_s"] >= 0
+    assert profile["lerobot_default"]["num_workers"] == 4
+    assert f"--batch_size={profile['batch_size']}" in profile["lerobot_train_command"]
+    assert f"--num_workers={profile['num_workers']}" in profile["lerobot_train_command"]
+
+
+def test_run_prints_the_summary_and_ends_with_the_lerobot_command(act_run) -> None:
+    _, proc = act_run
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("lerobot-train --dataset.repo_id=")
+    assert "--policy.type=act" in lines[-1]
+    assert any(line.strip().startswith("max batch size") for line in lines)
+    assert "probe" in proc.stderr and "trial" in proc.stderr  # progress went to stderr
+
+
+def test_csvs_share_one_run_id_and_certify_the_maximum(act_run) -> None:
+    cwd, _ = act_run
+    results = cwd / "results"
+    probes = pd.read_csv(results / "batch_probes.csv")
+    trials = pd.read_csv(results / "worker_trials.csv")
+    runs = pd.read_csv(results / "runs.csv")
+    profile = json.loads((results / "profiles" / "act.json").read_text())
+    run_id = profile["run_id"]
+    assert set(probes.run_id) == set(trials.run_id) == set(runs.run_id) == {run_id}
+    top = profile["max_batch_size"]
+    assert (probes[probes.batch_size == top].status == "ok").all()
+    assert (probes[probes.batch_size == top + 1].status == "oom").all()
+    assert len(trials) == 2 and trials.is_lerobot_default.any()
+    assert runs.status.tolist() == ["ok"] and runs.max_batch_size.tolist() == [top]
+    # Only the oom probes are above the budget.
+    fitting = probes[probes.status == "ok"]
+    assert (fitting.peak_reserved_bytes <= 470 * 1024**2).all()
+
+
+def test_a_second_run_finds_the_profile_up_to_date(act_run) -> None:
+    cwd, _ = act_run
+    before = (cwd / "results" / "runs.csv").read_text()
+    proc = autotune(*RUN_ACT, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "up to date" in proc.stdout
+    assert (cwd / "results" / "runs.csv").read_text() == before
+
+
+def test_show_prints_the_profile(act_run) -> None:
+    cwd, _ = act_run
+    proc = autotune("show", "--policy", "act", cwd=cwd)
+    assert proc.returncode == 0
+    assert "max batch size" in proc.stdout and proc.stdout.strip().splitlines()[-1].startswith(
+        "lerobot-train"
+    )
+
+
+def test_a_failed_run_leaves_earlier_results_intact(act_run) -> None:
+    cwd, _ = act_run
+    results = cwd / "results"
+    profile_before = (results / "profiles" / "act.json").read_bytes()
+    probes_before = (results / "batch_probes.csv").read_text()
+    runs_before = (results / "runs.csv").read_text()
+    args = [a if a != "470MiB" else "40MiB" for a in RUN_ACT]  # not even batch 1 fits
+    proc = autotune(*args, cwd=cwd)
+    assert proc.returncode == 2
+    assert "even batch 1 does not fit" in proc.stderr and "Traceback" not in proc.stderr
+    assert (results / "profiles" / "act.json").read_bytes() == profile_before
+    assert (results / "batch_probes.csv").read_text().startswith(probes_before)
+    runs = pd.read_csv(results / "runs.csv")
+    assert (results / "runs.csv").read_text().startswith(runs_before)
+    assert runs.status.tolist()[-1] == "failed"
+
+
+def test_the_interrupted_study_resumes_from_sqlite(act_run) -> None:
+    import optuna
+
+    cwd, _ = act_run
+    storage = f"sqlite:///{cwd / 'results' / 'studies' / 'act.db'}"
+    summaries = optuna.get_all_study_summaries(storage)
+    assert len(summaries) == 1 and summaries[0].n_trials == 2
+
+
+def test_the_profile_carries_the_curve_the_soak_and_the_memory_model(act_run) -> None:
+    cwd, _ = act_run
+    profile = json.loads((cwd / "results" / "profiles" / "act.json").read_text())
+    assert profile["soaks"] and profile["soaks"][-1]["status"] == "ok"
+    assert profile["soaks"][-1]["batch_size"] == profile["batch_size"]
+    assert len(profile["throughput_curve"]) >= 2
+    assert profile["batch_size"] in [p["batch_size"] for p in profile["throughput_curve"]]
+    model = profile["memory_model"]
+    assert model["per_sample_bytes"] > 0 and model["measured_max_batch"] == profile["max_batch_size"]
+    # The line through the probes alone predicts the measured maximum within 5%.
+    assert abs(model["raw_prediction_error"]) <= 0.05
+    for png in profile["plots"].values():
+        assert Path(png if Path(png).is_absolute() else cwd / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    probes = pd.read_csv(cwd / "results" / "batch_probes.csv")
+    assert {"search", "soak"} <= set(probes.phase)
+
+
+def test_predict_reads_the_memory_model_of_the_latest_profile(act_run) -> None:
+    cwd, _ = act_run
+    profile = json.loads((cwd / "results" / "profiles" / "act.json").read_text())
+    proc = autotune("predict", "--policy", "act", "--memory", "470MiB", "--budget", "--json", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    same = json.loads(proc.stdout)
+    assert abs(same["max_batch"] - profile["max_batch_size"]) <= 0.05 * profile["max_batch_size"]
+    bigger = json.loads(
+        autotune("predict", "--policy", "act", "--memory", "520MiB", "--budget", "--json", cwd=cwd).stdout
+    )
+    assert bigger["max_batch"] > same["max_batch"]
+    text = autotune("predict", "--policy", "act", "--memory", "450MiB", "--budget", cwd=cwd).stdout
+    assert "predicted max batch" in text and "--memory-limit" in text
+
+
+SMALL_SMOLVLA = [
+    "--set", "resize_imgs_with_padding=64x64", "--set", "tokenizer_max_length=16", "--set", "vision_hidden=64",
+    "--set", "vision_layers=2", "--set", "vision_heads=2", "--set", "vision_mlp=128",
+    "--set", "vision_patch_size=8", "--set", "vision_image_size=64", "--set", "scale_factor=2",
+    "--set", "text_layers=4", "--set", "num_vlm_layers=2", "--set", "text_hidden=64", "--set", "text_mlp=128",
+    "--set", "text_heads=4", "--set", "text_kv_heads=2", "--set", "text_head_dim=16", "--set", "vocab_size=1000",
+]  # fmt: skip
+
+
+def test_smolvla_runs_end_to_end_with_a_target_batch(tmp_path: Path) -> None:
+    proc = autotune(
+        "run", "--policy", "smolvla", "--device", "cpu", "--precision", "fp32", "--memory-limit", "400MiB",
+        "--image-size", "48x64", "--trials", "1", "--soak-steps", "2", "--throughput-points", "1",
+        "--target-batch", "24", *SMALL_SMOLVLA, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    profile = json.loads((tmp_path / "results" / "profiles" / "smolvla.json").read_text())
+    assert profile["certified"]
+    assert profile["batch_size"] * profile["grad_accum_steps"] == 24
+    command = proc.stdout.strip().splitlines()[-1]
+    assert "--policy.type=smolvla" in command
+    assert f"--batch_size={profile['batch_size']}" in command
+    if profile["grad_accum_steps"] > 1:
+        assert f"--accelerator.gradient_accumulation.steps={profile['grad_accum_steps']}" in command
+
+
+def test_compare_tunes_checkpointing_on_and_off_and_keeps_the_fastest(tmp_path: Path) -> None:
+    proc = autotune(
+        "run", "--policy", "act", "--device", "cpu", "--precision", "fp32", "--memory-limit", "600MiB",
+        "--image-size", "64x80", "--trials", "1", "--soak-steps", "1", "--throughput-points", "1",
+        "--max-batch", "32", "--compare", *SMALL_ACT_FLAGS, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    profile = json.loads((tmp_path / "results" / "profiles" / "act.json").read_text())
+    variants = {c["grad_checkpointing"]: c for c in profile["comparisons"]}
+    assert set(variants) == {True, False}
+    fastest = max(profile["comparisons"], key=lambda c: c["samples_per_s"])
+    assert profile["grad_checkpointing"] == fastest["grad_checkpointing"]
+    assert variants[True]["per_sample_bytes"] < variants[False]["per_sample_bytes"]
+    assert any(note.startswith("fp32: checkpointing fits batch") for note in profile["notes"])
+    probes = pd.read_csv(tmp_path / "results" / "batch_probes.csv")
+    assert set(probes.grad_checkpointing) == {True, False}
+    assert "compared" in proc.stdout
