@@ -116,17 +116,32 @@ def _render(columns: Sequence[str], rows: Iterable[Mapping[str, Any]], header: b
     return buffer.getvalue()
 
 
+def _is_subsequence(old: Sequence[str], new: Sequence[str]) -> bool:
+    remaining = iter(new)
+    return all(any(column == candidate for candidate in remaining) for column in old)
+
+
 def check_header(path: Path, columns: Sequence[str]) -> None:
-    """Refuse to append to a file written with other columns (by another autotune version)."""
+    """Make the file at ``path`` take rows of ``columns``.
+
+    A file written by an older autotune, whose columns are these less some added since (in the
+    same order), is upgraded: rewritten atomically with the new header, every old row kept and the
+    new columns left empty. A file with other columns is refused, untouched.
+    """
     if not path.exists() or path.stat().st_size == 0:
         return
     with open(path, newline="") as f:
         existing = next(csv.reader(f), [])
-    if existing != list(columns):
+    if existing == list(columns):
+        return
+    if not existing or not _is_subsequence(existing, columns):
         raise UserError(
             f"{path} has columns from another autotune version; move it aside and run again "
             "(nothing was appended)"
         )
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    replace_csv(path, columns, rows)
 
 
 def append_rows(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:

@@ -73,10 +73,10 @@ def run_worker_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
         shuffle=True,
         num_workers=workers,
         prefetch_factor=request.prefetch_factor if workers > 0 else None,
-        persistent_workers=workers > 0,
+        persistent_workers=workers > 0 and request.persistent_workers,
         pin_memory=device.type == "cuda",
         drop_last=False,
-        multiprocessing_context="spawn" if workers > 0 else None,
+        multiprocessing_context=request.multiprocessing_context if workers > 0 else None,
         generator=torch.Generator().manual_seed(request.seed),
     )
     me = os.getpid()

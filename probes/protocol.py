@@ -116,6 +116,10 @@ class ProbeRequest:
     # warm-up (num_workers x prefetch_factor) are used up, so the last ``measure_steps`` show the
     # steady state; stop draining once this many seconds have passed.
     drain_budget_s: float = 60.0
+    # Worker probes: the DataLoader as the trainer builds it (lerobot-train 0.6.1: persistent
+    # workers started with spawn; 0.4-0.5: neither, and prefetch fixed at 2).
+    persistent_workers: bool = True
+    multiprocessing_context: str | None = "spawn"  # None: the platform's default start method
     synthetic: SyntheticRequest | None = None
 
     def to_json(self) -> str:

@@ -47,3 +47,19 @@ def test_replace_csv_leaves_the_old_file_whole_when_a_row_is_bad(tmp_path) -> No
         replace_csv(path, ["a", "b"], [{"a": 2, "b": 3}, {"a": 4, "c": 5}])
     assert path.read_text() == "a,b\n1,\n"
     assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+def test_a_csv_from_an_older_autotune_gains_the_new_columns_and_keeps_its_rows(tmp_path) -> None:
+    path = tmp_path / "batch_probes.csv"
+    old_columns = [c for c in BATCH_PROBE_COLUMNS if c not in ("alloc_retries", "steps")]
+    replace_csv(path, old_columns, [{c: "" for c in old_columns} | {"run_id": "old", "batch_size": 7}])
+    append_rows(
+        path, BATCH_PROBE_COLUMNS, [{c: "" for c in BATCH_PROBE_COLUMNS} | {"run_id": "new", "steps": 3}]
+    )
+    frame = pd.read_csv(path)
+    assert list(frame.columns) == BATCH_PROBE_COLUMNS
+    assert frame["run_id"].tolist() == ["old", "new"]
+    assert (
+        frame["batch_size"].iloc[0] == 7 and pd.isna(frame["steps"].iloc[0]) and frame["steps"].iloc[1] == 3
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["batch_probes.csv"]
