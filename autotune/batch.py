@@ -137,11 +137,14 @@ def decide_batch(
     throughput_points: int = 3,
     soak: bool = True,
     target_batch: int | None = None,
+    accumulate: bool = True,
 ) -> BatchDecision:
     """Measure throughput at and below the headroom batch, recommend the fastest, and soak it.
 
     When soaking, the soak itself measures the headroom batch's throughput (a longer, steadier
-    measurement than a probe's three steps), so it costs no extra probe.
+    measurement than a probe's three steps), so it costs no extra probe. Without ``accumulate``
+    (a trainer that cannot accumulate gradients) a target batch that fits whole is taken whole;
+    one that does not is still split, and the command will say the trainer cannot do it.
     """
     ceiling = headroom_batch(search, headroom)
     decision = BatchDecision(batch_size=ceiling, headroom_batch=ceiling)
@@ -152,6 +155,8 @@ def decide_batch(
     }
     if target_batch is not None:
         wanted = split_target(target_batch, ceiling)
+        if not accumulate and target_batch in wanted:
+            wanted = [target_batch]
         if not wanted:
             raise ProbeError(f"no batch size that divides --target-batch {target_batch} fits")
     else:

@@ -1,6 +1,7 @@
 """autotune: measure the largest batch that trains and the DataLoader setting that keeps the GPU fed.
 
-Commands: run (tune and write a profile), show, predict (another card), describe (the model)."""
+Commands: run (tune and write a profile), show, verify (in the real lerobot-train), predict (another
+card), describe (the model)."""
 
 from __future__ import annotations
 
@@ -105,6 +106,23 @@ def _add_shape(parser: argparse.ArgumentParser, run: bool) -> None:
     )
 
 
+def _add_trainer(parser: argparse.ArgumentParser) -> None:
+    trainer = parser.add_mutually_exclusive_group()
+    trainer.add_argument(
+        "--lerobot",
+        default=None,
+        metavar="PATH",
+        help="the lerobot-train (or the Python, or the environment) that will train "
+        "(default: the lerobot-train on PATH)",
+    )
+    trainer.add_argument(
+        "--lerobot-version",
+        default=None,
+        metavar="VERSION",
+        help="the LeRobot version that will train, when it lives on another machine (e.g. 0.6.1)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="autotune", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
@@ -120,13 +138,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         default=None,
-        help="autocast precision (default bf16 on CUDA, fp32 on CPU)",
+        help="autocast precision (default: the best your lerobot-train can select on this device: "
+        "bf16 on a GPU that has it, else fp16; fp32 on CPU)",
     )
     run.add_argument(
         "--grad-checkpointing",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="gradient checkpointing of the backbone and transformer layers (default on)",
+        default=None,
+        help="gradient checkpointing of the backbone and transformer layers (default: on only where "
+        "your lerobot-train has it for the policy; bf16 + checkpointing is tuned beside)",
+    )
+    _add_trainer(run)
+    run.add_argument(
+        "--trainer-only",
+        action="store_true",
+        help="tune only what your lerobot-train can run; skip the bf16 + gradient checkpointing "
+        "answer measured beside it",
+    )
+    run.add_argument(
+        "--verify",
+        action="store_true",
+        help="after tuning, run the printed command in the real lerobot-train for a few steps",
     )
     run.add_argument(
         "--memory-limit",
@@ -224,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --compare, also compare these precisions, e.g. bf16,fp16,fp32",
     )
     run.add_argument("--force", action="store_true", help="re-tune even if the profile is up to date")
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another run is tuning this policy into the same results folder, wait for it "
+        "(default: say who it is and stop)",
+    )
     run.add_argument("--seed", type=int, default=0)
 
     show = sub.add_parser("show", help="print the latest profile")
@@ -256,6 +294,31 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--results", type=Path, default=Path("results"))
     predict.add_argument("--json", action="store_true", help="a JSON object")
 
+    verify = sub.add_parser(
+        "verify", help="run the profile's command in the real lerobot-train and compare what it uses"
+    )
+    _add_policy(verify)
+    verify.add_argument("--results", type=Path, default=Path("results"))
+    verify.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help="training steps to run (default 30 on CUDA, 6 on CPU; the first is set apart)",
+    )
+    verify.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=C.DEFAULT_PROBE_TIMEOUT_S,
+        metavar="SECONDS",
+        help="stop lerobot-train after this long (default 900)",
+    )
+    verify.add_argument(
+        "--lerobot",
+        default=None,
+        metavar="PATH",
+        help="the lerobot-train (or its Python, or its environment) to run (default: the one on PATH)",
+    )
+
     describe = sub.add_parser("describe", help="print the model's configuration and parameter counts")
     _add_policy(describe)
     describe.add_argument("--cameras", type=_positive_int, default=C.DEFAULT_CAMERAS)
@@ -280,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "show": commands.cmd_show,
         "describe": commands.cmd_describe,
         "predict": commands.cmd_predict,
+        "verify": commands.cmd_verify,
     }
     try:
         with logging_redirect_tqdm():

@@ -34,18 +34,33 @@ def _precisions(text: str | None, device: str) -> list[str] | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from autotune.devices import probe_environment, resolve_device, resolve_precision
+    from autotune.lerobot import default_variant
     from autotune.pipeline import run
     from autotune.summary import print_profile
+    from autotune.trainer import find_trainer
 
     overrides = _overrides(args.policy, args.overrides)
+    trainer = find_trainer(args.lerobot, args.lerobot_version)
     environment = probe_environment()
     device = resolve_device(args.device, environment)
+    device_best = resolve_precision(None, device, environment)  # bf16; fp16 on a GPU without it; fp32 on CPU
+    precision, grad_checkpointing = default_variant(trainer, args.policy, C.device_type(device), device_best)
+    if args.precision is not None:
+        precision = resolve_precision(args.precision, device, environment)
+    if args.grad_checkpointing is not None:
+        grad_checkpointing = args.grad_checkpointing
+    auto = args.precision is None and args.grad_checkpointing is None
+    # The mission's answer, measured beside the trainer's: bf16 (fp16 on older GPUs) with gradient
+    # checkpointing; on a CPU at the trainer's precision.
+    mission = device_best if C.device_type(device) == "cuda" else precision
     try:
         cfg = C.RunConfig(
             policy=args.policy,
             device=device,
-            precision=resolve_precision(args.precision, device),
-            grad_checkpointing=args.grad_checkpointing,
+            precision=precision,
+            grad_checkpointing=grad_checkpointing,
+            trainer=trainer,
+            mission_precision=mission if auto and not args.trainer_only and not args.compare else None,
             memory_limit_bytes=args.memory_limit,
             host_memory_limit_bytes=args.host_memory_limit,
             headroom=args.headroom,
@@ -61,6 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             force=args.force,
             seed=args.seed,
             policy_overrides=overrides,
+            wait=args.wait,
             throughput_points=args.throughput_points,
             soak_steps=args.soak_steps,
             target_batch=args.target_batch,
@@ -73,7 +89,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not outcome.fresh:
         print(f"autotune: the {cfg.policy} profile is up to date (nothing changed); --force re-tunes")
     print_profile(outcome.profile)
+    if args.verify:
+        from autotune.verify import verify_profile
+
+        return verify_profile(cfg.results, cfg.policy, lerobot=args.lerobot, trainer=trainer)
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from autotune.verify import verify_profile
+
+    return verify_profile(
+        args.results, args.policy, lerobot=args.lerobot, steps=args.steps, timeout_s=args.timeout
+    )
 
 
 def _latest_profile(results: Path, policy: str) -> dict[str, Any]:
@@ -118,7 +146,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"{format_bytes(model.per_sample_bytes)} per sample"
     )
     if not args.budget and model.device_overhead_bytes:
-        print(f"  {format_bytes(model.device_overhead_bytes)} of the card is taken off for the CUDA context")
+        print(
+            f"  {format_bytes(model.device_overhead_bytes)} of the card is taken off, once, for what "
+            "ran outside the allocator here (the CUDA context, cuBLAS, cuDNN, kernels)"
+        )
     measured_total = model.budget_bytes + (model.device_overhead_bytes if not args.budget else 0)
     if args.memory < measured_total:
         limit = args.memory - (0 if args.budget else model.device_overhead_bytes)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.search import DEFAULT_MAX_BATCH
+from autotune.trainer import NEWEST_RELEASE, Trainer
 from probes.catalogue import POLICIES
 from probes.protocol import PRECISIONS
 
@@ -42,10 +43,12 @@ def device_type(device: str) -> str:
 
 @dataclass(frozen=True)
 class Variant:
-    """One way to train: the precision and whether gradient checkpointing is on."""
+    """One way to train: the precision and whether gradient checkpointing is on. A variant
+    measured ``beside`` the trainer's is reported, never printed as the command to run."""
 
     precision: str
     grad_checkpointing: bool
+    beside: bool = False
 
     @property
     def label(self) -> str:
@@ -62,8 +65,12 @@ class RunConfig:
 
     policy: str
     device: str  # "cpu" or "cuda:N", resolved
-    precision: str
-    grad_checkpointing: bool = True
+    precision: str  # of the variant the printed command trains
+    grad_checkpointing: bool = False
+    trainer: Trainer = field(default_factory=lambda: Trainer(NEWEST_RELEASE, "assumed"))
+    # Also tune the mission's variant (bf16, or fp16 without bf16, with gradient checkpointing)
+    # beside the trainer's, at this precision; None: do not.
+    mission_precision: str | None = None
     memory_limit_bytes: int | None = None  # None: the device's default budget
     headroom: float = DEFAULT_HEADROOM
     dataset: str | None = None  # None: the synthetic dataset
@@ -84,6 +91,7 @@ class RunConfig:
     compare_precisions: list[str] | None = None
     host_memory_limit_bytes: int | None = None  # None: 80% of the available host memory
     policy_overrides: dict[str, Any] = field(default_factory=dict)
+    wait: bool = False  # wait for another run holding the results folder's lock, instead of failing
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -105,6 +113,8 @@ class RunConfig:
             raise ValueError(f"--soak-steps must be 0 or more, got {self.soak_steps}")
         if self.target_batch is not None and self.target_batch < 1:
             raise ValueError(f"--target-batch must be at least 1, got {self.target_batch}")
+        if self.mission_precision is not None and self.mission_precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.mission_precision!r}: choose bf16, fp16 or fp32")
         for precision in self.compare_precisions or []:
             if precision not in PRECISIONS:
                 raise ValueError(f"--compare-precision {precision!r}: choose from bf16, fp16, fp32")
@@ -129,10 +139,14 @@ class RunConfig:
     def variants(self) -> list[Variant]:
         """The variants to tune: the one asked for, or with ``--compare`` checkpointing on and off
         for each compared precision."""
-        if not self.compare:
-            return [Variant(self.precision, self.grad_checkpointing)]
-        precisions = self.compare_precisions or [self.precision]
-        return [Variant(p, gc) for p in precisions for gc in (True, False)]
+        if self.compare:
+            precisions = self.compare_precisions or [self.precision]
+            return [Variant(p, gc) for p in precisions for gc in (True, False)]
+        variants = [Variant(self.precision, self.grad_checkpointing)]
+        mission = Variant(self.mission_precision or "", True, beside=True)
+        if self.mission_precision is not None and mission.label != variants[0].label:
+            variants.append(mission)
+        return variants
 
     def effective_soak_steps(self) -> int:
         return SOAK_STEPS[self.device_type] if self.soak_steps is None else self.soak_steps

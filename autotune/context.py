@@ -7,11 +7,13 @@ returns the frozen :class:`RunContext` that every stage reads.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import secrets
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from autotune import host
 from autotune.config import DEFAULT_CAMERAS, DEFAULT_IMAGE_SIZE, RunConfig, Variant
 from autotune.datasets import DatasetShape, prepare_dataset
 from autotune.errors import UserError
+from autotune.lock import run_lock
 from autotune.profile import Conditions
 from autotune.results import ResultsWriter
 from autotune.units import format_bytes
@@ -96,14 +99,22 @@ def check_policy(cfg: RunConfig, spec: ModelSpec) -> list[str]:
         raise UserError(f"{cfg.policy} configuration: {exc}") from None
 
 
-def default_memory_limit(cfg: RunConfig) -> int:
-    """The card's free memory on CUDA; half the host's available memory on CPU."""
+def default_memory_limit(cfg: RunConfig, environment: Environment) -> int:
+    """The card's free memory on CUDA (its total where NVML cannot read memory: the probe child
+    then reports the cap it really had); half the host's available memory on CPU."""
     index = cfg.gpu_index
     if index is not None:
         gpu = fp.gpu_info(index)
         if gpu is None:
             raise UserError(f"device {cfg.device}: no NVIDIA GPU found; use --device cpu")
-        return gpu.memory_free_bytes
+        if gpu.memory_free_bytes:
+            return gpu.memory_free_bytes
+        facts = fp.torch_device(environment, index)
+        if facts is not None:
+            return facts.total_memory_bytes
+        raise UserError(
+            f"device {cfg.device}: neither NVML nor torch can read its memory; pass --memory-limit"
+        )
     return int(host.available_bytes() * CPU_BUDGET_SHARE)
 
 
@@ -115,14 +126,22 @@ def describe_run(ctx: RunContext) -> str:
     )
 
 
-def open_run(cfg: RunConfig, environment: Environment) -> RunContext:
-    """Everything a run needs before its first probe, checked; one line and exit 2 for what is wrong."""
+@contextlib.contextmanager
+def open_run(cfg: RunConfig, environment: Environment) -> Iterator[RunContext]:
+    """Everything a run needs before its first probe, checked (one line and exit 2 for what is
+    wrong), with the results folder's lock for ``policy`` held while the run lasts."""
+    with contextlib.ExitStack() as held:
+        yield _open(cfg, environment, held)
+
+
+def _open(cfg: RunConfig, environment: Environment, held: contextlib.ExitStack) -> RunContext:
     started_s = time.perf_counter()
     requested = Variant(cfg.precision, cfg.grad_checkpointing)
     if cfg.dataset is not None:
         data = prepare_dataset(cfg)  # read only: nothing is written for a broken dataset
         policy_args = check_policy(cfg, model_spec(cfg, data, requested))
         ensure_writable(cfg.results)
+        held.enter_context(run_lock(cfg.results, cfg.policy, wait=cfg.wait))
     else:
         # The synthetic dataset's shapes are known before it is written: check the model first.
         h, w = cfg.image_size or DEFAULT_IMAGE_SIZE
@@ -137,9 +156,10 @@ def open_run(cfg: RunConfig, environment: Environment) -> RunContext:
         )
         check_policy(cfg, model_spec(cfg, planned, requested))
         ensure_writable(cfg.results)
+        held.enter_context(run_lock(cfg.results, cfg.policy, wait=cfg.wait))
         data = prepare_dataset(cfg)
         policy_args = check_policy(cfg, model_spec(cfg, data, requested))
-    memory_limit = cfg.memory_limit_bytes or default_memory_limit(cfg)
+    memory_limit = cfg.memory_limit_bytes or default_memory_limit(cfg, environment)
     fingerprint = fp.take(cfg.device, environment)
     conditions = Conditions(
         device=cfg.device,
@@ -158,6 +178,8 @@ def open_run(cfg: RunConfig, environment: Environment) -> RunContext:
         compare=cfg.compare,
         compare_precisions=list(cfg.compare_precisions or []),
         target_batch=cfg.target_batch,
+        lerobot_version=cfg.trainer.version,
+        beside_precision=cfg.mission_precision,
     )
     run_id = new_run_id()
     writer = ResultsWriter(

@@ -45,6 +45,7 @@ class DatasetShape:
     action_dim: int
     fps: int = SYNTHETIC_FPS
     codec: str | None = "av1"  # of the first video camera; None when cameras are images
+    version: str = "v3.0"  # the LeRobotDataset format: "v3.0" or "v2.1"
 
     @property
     def encoder(self) -> str | None:
@@ -119,6 +120,7 @@ def prepare_dataset(cfg: RunConfig) -> DatasetShape:
         action_dim=info.action_dim,
         fps=info.fps,
         codec=info.codec,
+        version=info.version,
     )
 
 

@@ -3,9 +3,10 @@
 The model is ``peak = fixed_bytes + per_sample_bytes x batch`` (least squares over the probes that
 fitted), with standard errors from the residuals. Near the limit the allocator cannot use every
 byte (fragmentation, rounding, cuDNN workspaces): the search's certified maximum measures how much
-of the budget was unusable, and predictions subtract the same. On CUDA, memory the allocator never
-sees (the CUDA context, other processes) is measured at probe start and subtracted from a card's
-size.
+of the budget was unusable, and predictions subtract the same. The budget is the allocator cap the
+probes reported (``SearchOutcome.budget_bytes``), so what the allocator never sees is not in it. On
+CUDA that memory (the CUDA context, cuBLAS, cuDNN and loaded kernels, other processes) is measured
+after each probe's warm-up and subtracted, once, from a card's size.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ class MemoryModel:
     fixed_stderr_bytes: float
     per_sample_stderr_bytes: float
     points: int
-    budget_bytes: int  # the budget it was measured under
+    budget_bytes: int  # the allocator cap it was measured under
     measured_max_batch: int
     near_limit_unusable_bytes: float  # budget the allocator could not use at the maximum
-    device_overhead_bytes: int  # CUDA context and other processes: not in the allocator's budget
+    device_overhead_bytes: int  # CUDA context, libraries, other processes: outside the allocator's cap
     raw_prediction_error: float  # (fit-only prediction - measured max) / measured max, at the budget
 
     def to_dict(self) -> dict[str, Any]:

@@ -32,7 +32,12 @@ class RunOutcome:
 
 
 def run(cfg: RunConfig, environment: Environment) -> RunOutcome:
-    ctx = open_run(cfg, environment)  # dataset, budgets, fingerprint, conditions, LeRobot args
+    with open_run(cfg, environment) as ctx:  # dataset, budgets, fingerprint, LeRobot args; the lock
+        return tune(ctx)
+
+
+def tune(ctx: RunContext) -> RunOutcome:
+    cfg = ctx.cfg
     if not cfg.force and (current := up_to_date(cfg.results, cfg.policy, ctx.fingerprint, ctx.conditions)):
         log.info("profile %s is up to date for this machine; --force re-tunes", cfg.policy)
         return RunOutcome(current, fresh=False, notes=["up to date: nothing changed since the last tune"])

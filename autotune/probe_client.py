@@ -23,6 +23,7 @@ from probes.protocol import ProbeRequest, ProbeResult
 log = logging.getLogger(__name__)
 
 STDERR_TAIL_CHARS = 4000
+CUDA_DEVICE_ORDER = "PCI_BUS_ID"  # the order NVML numbers GPUs in
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -44,10 +45,15 @@ def child_environment() -> dict[str, str]:
     """The child's environment: ours, with glibc's allocator made to hand large blocks straight
     back to the system. By default glibc raises its mmap threshold as blocks are freed, after
     which freed tensors linger in the heap and a CPU probe's resident set no longer tracks the
-    memory it uses; a fixed threshold keeps the measurement faithful (it does not change CUDA)."""
+    memory it uses; a fixed threshold keeps the measurement faithful (it does not change CUDA).
+
+    GPUs are numbered in PCI bus order, as NVML and nvidia-smi number them, rather than CUDA's
+    default (fastest first), so that ``cuda:N`` in a child is the GPU the tuner read with NVML
+    (:func:`autotune.fingerprint.gpu_info`) on a machine with mixed cards."""
     env = dict(os.environ)
     env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
     env.setdefault("MALLOC_TRIM_THRESHOLD_", "131072")
+    env["CUDA_DEVICE_ORDER"] = CUDA_DEVICE_ORDER
     return env
 
 

@@ -85,6 +85,7 @@ class Prober:
         """One worker trial: the real DataLoader over the dataset into the real step."""
         cfg = self.ctx.cfg
         device_type = cfg.device_type
+        abilities = cfg.trainer.abilities  # the DataLoader as this lerobot-train builds it
         request = ProbeRequest(
             kind="workers",
             model=self.ctx.spec(variant),
@@ -99,6 +100,8 @@ class Prober:
             num_workers=workers,
             prefetch_factor=prefetch,
             seed=cfg.seed,
+            persistent_workers=abilities.persistent_workers,
+            multiprocessing_context=abilities.start_method,
         )
         result = run_probe(request, cfg.probe_timeout_s)
         self.progress.probe_done(result)

@@ -38,6 +38,8 @@ class Conditions:
     compare: bool = False  # gradient checkpointing on and off were both tuned
     compare_precisions: list[str] = field(default_factory=list)
     target_batch: int | None = None
+    lerobot_version: str = ""  # the lerobot-train the answer is made for
+    beside_precision: str | None = None  # the bf16 + checkpointing answer tuned beside, at this precision
 
 
 @dataclass
@@ -99,6 +101,16 @@ class Profile:
     input_bound: dict[str, Any] | None
     lerobot_train_args: list[str]
     lerobot_train_command: str
+    lerobot_version: str = ""  # the lerobot-train the command is made for
+    lerobot_source: str = ""  # how it was found: PATH, path (--lerobot), flag (--lerobot-version), assumed
+    lerobot_train_env: dict[str, str] = field(default_factory=dict)  # set before lerobot-train
+    lerobot_train_reproduces: bool = True  # the command trains what was measured
+    lerobot_train_caveats: list[str] = field(default_factory=list)  # why it would not
+    beside: dict[str, Any] | None = None  # the bf16 + checkpointing answer measured beside
+    budget_bytes: int = 0  # the budget the probes really had (their cap; the asked limit or less)
+    trainable_params: int = 0  # of the model the probes trained
+    total_params: int = 0
+    verification: dict[str, Any] | None = None  # the latest `autotune verify`
     notes: list[str] = field(default_factory=list)
     version: int = PROFILE_VERSION
 
@@ -120,6 +132,19 @@ def write_profile(results: Path, profile: Profile) -> Path:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         tmp.write_text(text)
         os.replace(tmp, target)
+    return path
+
+
+def rewrite_profile(results: Path, policy: str, changes: dict[str, Any]) -> Path:
+    """Set ``changes`` in the latest profile of ``policy``, atomically (a verdict, say)."""
+    path = profile_path(results, policy)
+    data = read_profile(results, policy)
+    if data is None:
+        raise UserError(f"no {policy} profile in {path}")
+    data.update(changes)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
     return path
 
 

@@ -28,6 +28,7 @@ class RunRecord:
             "torch_version": fpr.torch_version,
             "cpu_model": fpr.cpu_model,
             "cpu_cores": fpr.cpu_cores,
+            "lerobot_version": ctx.cfg.trainer.version,
         }
 
     def update(self, **fields: Any) -> None:

@@ -48,6 +48,9 @@ BATCH_PROBE_COLUMNS = RUN_KEY_COLUMNS + [
     "samples_per_s",
     "steps",
     "wall_s",
+    "memory_cap_bytes",  # the allocator cap the probe ran under (CUDA: may be less than asked)
+    "warmup_peak_reserved_bytes",  # the warm-up's own peak, apart from the measured one
+    "warmup_steps",
     "message",
 ]
 
@@ -97,12 +100,36 @@ RUN_COLUMNS = RUN_KEY_COLUMNS + [
     "wall_s",
     "profile",
     "message",
+    "lerobot_version",  # the lerobot-train the printed command is made for
+]
+
+VERIFY_COLUMNS = RUN_KEY_COLUMNS + [
+    "profile_run_id",  # the profile that was verified
+    "lerobot_version",
+    "status",  # verified, differs or failed
+    "batch_size",
+    "steps",  # lerobot-train steps timed (the first is set apart)
+    "learnable_params",  # as lerobot-train logged them
+    "trainable_params",  # as autotune's probes counted them
+    "promised_bytes",  # the budget less the headroom
+    "peak_bytes",  # lerobot-train's peak: CPU resident-set growth, CUDA allocator reserve
+    "profile_peak_bytes",
+    "workers_pss_bytes",  # lerobot-train's DataLoader workers
+    "updt_s",
+    "data_s",
+    "samples_per_s",
+    "profile_updt_s",
+    "profile_data_s",
+    "profile_samples_per_s",
+    "wall_s",
+    "message",
 ]
 
 FILES: dict[str, list[str]] = {
     "batch_probes.csv": BATCH_PROBE_COLUMNS,
     "worker_trials.csv": WORKER_TRIAL_COLUMNS,
     "runs.csv": RUN_COLUMNS,
+    "verify.csv": VERIFY_COLUMNS,
 }
 
 
@@ -215,6 +242,9 @@ def probe_row(r: ProbeResult, phase: str) -> dict[str, Any]:
         "samples_per_s": round(r.samples_per_s, 4),
         "steps": r.steps,
         "wall_s": round(r.wall_s, 3),
+        "memory_cap_bytes": r.memory_cap_bytes,
+        "warmup_peak_reserved_bytes": r.warmup_peak_reserved_bytes,
+        "warmup_steps": r.warmup_steps,
         "message": r.message,
     }
 

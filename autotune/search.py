@@ -84,7 +84,7 @@ class SearchOutcome:
     max_batch: int  # 0 when even batch 1 does not fit
     certified: bool  # a probe at max_batch fitted and one at max_batch + 1 did not
     capped: bool  # stopped at the search's upper bound without running out of memory
-    budget_bytes: int
+    budget_bytes: int  # the budget the probes really had: the smallest cap they reported, if less
     probes: list[ProbeResult] = field(default_factory=list)
     fit: MemoryFit | None = None
 
@@ -158,6 +158,9 @@ def find_max_batch(
 
     Returns a certified answer (``max_batch`` fits, ``max_batch + 1`` does not) unless the
     search reached ``max_batch`` without an out-of-memory, in which case ``capped`` is set.
+    A probe that reports a smaller allocator cap than ``budget_bytes`` (the device had less: a MIG
+    slice, other processes, the CUDA context and libraries) lowers the budget the search aims at
+    and reports (:func:`effective_budget`).
     """
     if budget_bytes <= 0:
         raise ValueError(f"budget must be positive, got {budget_bytes}")
@@ -171,6 +174,7 @@ def find_max_batch(
     def run(size: int) -> ProbeResult:
         result = probe(size)
         outcome.probes.append(result)
+        outcome.budget_bytes = effective_budget(outcome.probes, outcome.budget_bytes)
         if on_probe is not None:
             on_probe(result)
         if result.status == "ok":
@@ -194,7 +198,7 @@ def find_max_batch(
     run(start)
     while state.hi - state.lo > 1:
         before, bounded = (state.lo, state.hi), state.seen_oom
-        candidate = _next_candidate(state, fit_points, budget_bytes)
+        candidate = _next_candidate(state, fit_points, outcome.budget_bytes)
         result = run(candidate)
         # Progress guards: a bounded bracket that guided probes fail to halve, or a fitting size
         # that creeps up one at a time, switches to bisection or galloping (see _next_candidate).
@@ -211,6 +215,13 @@ def find_max_batch(
     outcome.certified = state.seen_oom and state.hi == state.lo + 1
     outcome.fit = fit_memory(fit_points)
     return outcome
+
+
+def effective_budget(probes: Sequence[ProbeResult], asked_bytes: int) -> int:
+    """The budget the probes really had: the smallest allocator cap they reported, where less than
+    ``asked_bytes`` (a probe that reports none, 0, leaves it as asked)."""
+    caps = [p.memory_cap_bytes for p in probes if p.memory_cap_bytes > 0]
+    return min([asked_bytes, *caps])
 
 
 @dataclass

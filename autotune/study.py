@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
 
-from autotune.errors import ProbeError
+from autotune.errors import ProbeError, UserError
 from probes.protocol import ProbeResult
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,14 @@ LEROBOT_DEFAULT_PREFETCH = 4
 PREFETCH_CHOICES = (1, 2, 4, 8)
 
 TrialFn = Callable[[int, int | None], ProbeResult]
-_MEASURED = (
-    optuna.trial.TrialState.COMPLETE,
-    optuna.trial.TrialState.PRUNED,
-    optuna.trial.TrialState.FAIL,
-)
+# Measured trials: a score, or a measured failure (out of memory, hung). A trial that failed with an
+# error is stored as FAIL and is not measured: the next run tries it again.
+_MEASURED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+# A running trial beats its heartbeat this often; one silent for the grace period belonged to a run
+# that was killed (on storage shared between machines; under the results folder's lock, any trial
+# still running when a run starts is from a dead run).
+HEARTBEAT_S = 30
+GRACE_S = 120
 
 
 @dataclass
@@ -40,12 +44,11 @@ class TrialRecord:
     prefetch_factor: int | None
     result: ProbeResult
     resumed: bool = False  # measured by an earlier, interrupted run of the same study
+    default_prefetch: int = LEROBOT_DEFAULT_PREFETCH  # the trainer's own prefetch with 4 workers
 
     @property
     def is_lerobot_default(self) -> bool:
-        return (
-            self.num_workers == LEROBOT_DEFAULT_WORKERS and self.prefetch_factor == LEROBOT_DEFAULT_PREFETCH
-        )
+        return self.num_workers == LEROBOT_DEFAULT_WORKERS and self.prefetch_factor == self.default_prefetch
 
 
 @dataclass
@@ -65,7 +68,7 @@ def worker_range(cores: int) -> int:
     return max(cores, LEROBOT_DEFAULT_WORKERS)
 
 
-def _record_from_frozen(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:
+def _record_from_frozen(trial: optuna.trial.FrozenTrial, default_prefetch: int) -> TrialRecord | None:
     attrs = trial.user_attrs
     if "result" not in attrs:
         return None
@@ -78,7 +81,49 @@ def _record_from_frozen(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:
         prefetch_factor=int(prefetch) if workers > 0 and prefetch is not None else None,
         result=result,
         resumed=True,
+        default_prefetch=default_prefetch,
     )
+
+
+def open_study(storage_path: Path, study_name: str, seed: int) -> optuna.Study:
+    """The study in SQLite at ``storage_path`` (created, or loaded to resume); one line if the file
+    is not an Optuna storage."""
+    import sqlalchemy.exc
+
+    storage_path.parent.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # autotune says what failed, in one line
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        storage = optuna.storages.RDBStorage(
+            f"sqlite:///{storage_path}",
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
+        return optuna.create_study(
+            study_name=study_name,
+            storage=storage,
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
+            load_if_exists=True,
+        )
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"{storage_path} is not a worker study autotune can open ({reason[:120]}); move it aside "
+            "and run again (earlier trials in it are not used)"
+        ) from None
+
+
+def take_over(study: optuna.Study) -> int:
+    """Trials an earlier, killed run left running are failed and queued again; their number."""
+    optuna.storages.fail_stale_trials(study)  # heartbeat-stale trials (shared storage)
+    taken = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(trial.params, skip_if_exists=True)
+        taken += 1
+    return taken
 
 
 def run_study(
@@ -92,44 +137,43 @@ def run_study(
     first_guesses: list[tuple[int, int]] | None = None,
     host_budget_bytes: int | None = None,
     on_trial: Callable[[TrialRecord], None] | None = None,
+    prefetch_choices: tuple[int, ...] = PREFETCH_CHOICES,
+    default_prefetch: int = LEROBOT_DEFAULT_PREFETCH,
 ) -> StudyOutcome:
     """Run (or resume) the study until it holds ``n_trials`` measured trials.
 
-    ``first_guesses`` (the predicted number of workers) are tried first; LeRobot's defaults
-    (4 workers, prefetch 4) are always among the trials, so the result can say how much the tuned
-    choice gains over them. A trial whose loader processes use more host memory than
-    ``host_budget_bytes`` counts as out of memory: it is never recommended.
+    ``first_guesses`` (the predicted number of workers) are tried first; LeRobot's defaults (4
+    workers, prefetch ``default_prefetch``) are always among the trials, so the result can say how
+    much the tuned choice gains over them. A trial whose loader processes use more host memory
+    than ``host_budget_bytes`` counts as out of memory: it is never recommended. A trial that
+    failed with an error in an earlier run is tried again first; one an earlier run left running
+    (it was killed) is taken over, not duplicated.
     """
     if n_trials < 1:
         raise ValueError(f"trials must be at least 1, got {n_trials}")
-    storage_path.parent.mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{storage_path}"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
-        load_if_exists=True,
-    )
+    study = open_study(storage_path, study_name, seed)
+    if taken := take_over(study):
+        log.info("study %s: %d trial(s) a killed run left unfinished are measured again", study_name, taken)
     high = worker_range(max_workers)
     records: list[TrialRecord] = []
-    for frozen in study.get_trials(deepcopy=False):
-        if frozen.state in _MEASURED:
-            record = _record_from_frozen(frozen)
-            if record is not None:
-                records.append(record)
+    for frozen in study.get_trials(deepcopy=False, states=_MEASURED):
+        record = _record_from_frozen(frozen, default_prefetch)
+        if record is not None:
+            records.append(record)
     if records:
         log.info("resuming study %s: %d trial(s) already measured", study_name, len(records))
-
+    failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
     tried = {(r.num_workers, r.prefetch_factor) for r in records}
-    wanted = list(first_guesses or []) + [(LEROBOT_DEFAULT_WORKERS, LEROBOT_DEFAULT_PREFETCH)]
+    wanted = [(int(t.params["num_workers"]), t.params.get("prefetch_factor")) for t in failed if t.params]
+    wanted += [(w, p if p in prefetch_choices else prefetch_choices[0]) for w, p in first_guesses or []]
+    wanted.append((LEROBOT_DEFAULT_WORKERS, default_prefetch))
     remaining = n_trials - len(records)
     # Trials that were enqueued but never ran (an interrupted run) are still waiting in the study.
     waiting = {
         (int(t.params.get("num_workers", -1)), t.params.get("prefetch_factor"))
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
     }
+    remaining -= len(waiting)
     for workers, prefetch in wanted:
         key = (workers, prefetch if workers > 0 else None)
         if key in tried or (workers, prefetch) in waiting or remaining <= 0:
@@ -140,7 +184,7 @@ def run_study(
 
     def objective(trial: optuna.trial.Trial) -> float:
         workers = trial.suggest_int("num_workers", 0, high)
-        prefetch = trial.suggest_categorical("prefetch_factor", PREFETCH_CHOICES)
+        prefetch = trial.suggest_categorical("prefetch_factor", prefetch_choices)
         prefetch_used = prefetch if workers > 0 else None
         log.info("trial %d: num_workers=%d prefetch_factor=%s", trial.number, workers, prefetch_used)
         result = trial_fn(workers, prefetch_used)
@@ -151,12 +195,13 @@ def run_study(
                 f"{host_budget_bytes} B host budget (--host-memory-limit)"
             )
         trial.set_user_attr("result", result.to_json())
-        record = TrialRecord(trial.number, workers, prefetch_used, result)
-        records.append(record)
+        record = TrialRecord(trial.number, workers, prefetch_used, result, default_prefetch=default_prefetch)
         if on_trial is not None:
             on_trial(record)
         if result.status == "error":
+            # Stored as failed, not measured: the next run tries this setting again.
             raise ProbeError(f"worker trial (num_workers={workers}) failed: {result.message or 'no message'}")
+        records.append(record)
         if not result.fits:
             # Out of memory or hung: a measured failure, not a score.
             raise optuna.TrialPruned(f"{result.status}: {result.message}")
@@ -169,4 +214,4 @@ def run_study(
     if not scored:
         raise ProbeError("no worker setting could feed the training step; see worker_trials.csv")
     best = max(scored, key=lambda r: r.result.samples_per_s)
-    return StudyOutcome(best=best, trials=records, storage=storage, study_name=study_name)
+    return StudyOutcome(best=best, trials=records, storage=f"sqlite:///{storage_path}", study_name=study_name)

@@ -20,6 +20,7 @@ def print_profile(p: dict[str, Any]) -> None:
     budget = cond["memory_limit_bytes"]
     rows = [
         ("machine", f"{machine} [{cond['device']}], torch {fpr.get('torch_version')}"),
+        ("trainer", _trainer(p)),
         (
             "conditions",
             f"{p['precision']}, gradient checkpointing {'on' if p['grad_checkpointing'] else 'off'}, "
@@ -75,6 +76,9 @@ def print_profile(p: dict[str, Any]) -> None:
                 f"{c['max_batch_size']}, batch {c['batch_size']}, {c['samples_per_s']:.2f} samples/s",
             )
         )
+    beside = p.get("beside")
+    if beside:
+        rows.append(("beside", _beside(beside)))
     model = p.get("memory_model")
     if model:
         rows.append(
@@ -88,8 +92,10 @@ def print_profile(p: dict[str, Any]) -> None:
     rows.append(("profile run", f"{p['run_id']} at {p['created_at']}"))
     print(f"autotune profile for {p['policy']}")
     print(_rows(rows))
+    caveats = p.get("lerobot_train_caveats", [])
     for note in p.get("notes", []):
-        print(f"  note: {note}")
+        if note not in caveats:
+            print(f"  note: {note}")
     bound = p.get("input_bound")
     for remedy in bound["remedies"] if bound else []:
         figures = (
@@ -100,7 +106,39 @@ def print_profile(p: dict[str, Any]) -> None:
         )
         kind = "measured" if remedy["measured"] else "estimated"
         print(f"  would help ({kind}): {remedy['what']}{figures}; {remedy['detail']}")
+    verification = p.get("verification")
+    if verification:
+        print(f"  verified: {verification['verdict']}")
+    for caveat in caveats:
+        print(f"  warning: the command below will not reproduce this: {caveat}")
     print(p["lerobot_train_command"])
+
+
+def _trainer(p: dict[str, Any]) -> str:
+    version = p.get("lerobot_version")
+    if not version:
+        return "lerobot-train (version not recorded)"
+    how = {
+        "PATH": "found on PATH",
+        "path": "given with --lerobot",
+        "flag": "given with --lerobot-version",
+        "assumed": "none found here: the newest release",
+    }.get(p.get("lerobot_source", ""), "")
+    answer = f"for your lerobot-train {version}" + (f" ({how})" if how else "")
+    return f"{answer}: batch {p['batch_size']}, {p['samples_per_s']:.2f} samples/s"
+
+
+def _beside(b: dict[str, Any]) -> str:
+    what = f"with {b['precision']} + gradient checkpointing"
+    if not b.get("batch_size"):
+        return f"{what}: {b.get('why_no_command') or 'nothing fits'}"
+    text = (
+        f"{what}: max batch {b['max_batch_size']}, batch {b['batch_size']}, "
+        f"{b['samples_per_s']:.2f} samples/s (training step only)"
+    )
+    if b.get("lerobot_train_command"):
+        return f"{text}; in LeRobot {b['lerobot_version']}: {b['lerobot_train_command']}"
+    return f"{text}; {b.get('why_no_command', '')}"
 
 
 def print_description(policy: str, info: dict[str, Any]) -> None:

@@ -70,6 +70,7 @@ def main(argv: list[str]) -> int:
             batch_size=request.batch_size,
             peak_allocated_bytes=peak_bytes,
             peak_reserved_bytes=peak_bytes,
+            memory_cap_bytes=request.memory_limit_bytes,
             wall_s=time.perf_counter() - started,
             message=f"measured peak memory passed the {request.memory_limit_bytes} B budget",
         ).write(result_path)
@@ -79,10 +80,13 @@ def main(argv: list[str]) -> int:
         fields = runner_for(request.kind)(request, on_exceed)
         result = ProbeResult(batch_size=request.batch_size, **fields)
     except BaseException as exc:  # every outcome must be reported to the tuner
-        from probes.device import is_out_of_memory
+        from probes.device import current_cap, is_out_of_memory
 
         if is_out_of_memory(exc):
-            result = ProbeResult(status="oom", batch_size=request.batch_size, message=_one_line(exc))
+            # In any form and any step, warm-up included; the CSV keeps the library's own words.
+            result = ProbeResult(
+                status="oom", batch_size=request.batch_size, message=_one_line(exc), **current_cap()
+            )
         else:
             traceback.print_exc(file=sys.stderr)
             result = ProbeResult(status="error", batch_size=request.batch_size, message=_one_line(exc))

@@ -5,6 +5,7 @@ The rest of autotune never calls ``torch.cuda`` directly, and only probe childre
 
 from __future__ import annotations
 
+import re
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,37 @@ from dataclasses import dataclass
 import torch
 
 from probes.memory import PeakWatcher, rss_bytes
+
+MiB = 1024**2
+# After warm-up the allocator's cap leaves free what was measured outside it (the CUDA context,
+# cuBLAS and cuDNN handles, the kernels loaded so far, other processes) and this much more, for
+# kernels that load lazily in later steps (a shape the warm-up did not see).
+LAZY_LOAD_SLACK_BYTES = 128 * MiB
+
+# Where CUDA's libraries say, as a RuntimeError's text, that the device ran out of memory. Only an
+# error of a known type or one of these texts counts: any other error stops the run.
+OOM_TEXTS = (
+    # The CUDA runtime's cudaErrorMemoryAllocation ("out of memory"), raised by PyTorch's
+    # C10_CUDA_CHECK as torch.AcceleratorError (a RuntimeError before torch 2.8): a kernel module
+    # that loads lazily, a stream, an event or a library's own cudaMalloc found no memory.
+    "CUDA error: out of memory",
+    # cuBLAS could not allocate its scratch (cublasStatus_t, via PyTorch's TORCH_CUDABLAS_CHECK).
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    # cuDNN 9's statuses for a failed device or host allocation (cuDNN 8's CUDNN_STATUS_ALLOC_FAILED
+    # no longer exists), via PyTorch's AT_CUDNN_CHECK ("cuDNN error: ...").
+    "CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",
+    "CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED",
+    # PyTorch's cuDNN convolution (aten/src/ATen/native/cudnn/Conv_v8.cpp) once every candidate
+    # plan failed, which near the limit means every plan's workspace failed to allocate: FIND with
+    # cudnn.benchmark (what LeRobot turns on), GET without.
+    "FIND was unable to find an engine",
+    "GET was unable to find an engine",
+)
+# cuBLAS handle creation with no memory left (cublasCreate / cublasLtCreate, on the first matrix
+# product of a stream): PyTorch's TORCH_CUDABLAS_CHECK says "CUBLAS_STATUS_NOT_INITIALIZED when
+# calling `cublasCreate(handle)`".
+CUBLAS_CREATE_FAILED = re.compile(r"CUBLAS_STATUS_NOT_INITIALIZED when calling `?cublas(Lt)?Create\(")
+CUDA_ERROR_MEMORY_ALLOCATION = 2  # cudaErrorMemoryAllocation, torch.AcceleratorError.error_code
 
 
 class HostMemoryExceeded(MemoryError):
@@ -39,14 +71,21 @@ def resolve_device(name: str) -> torch.device:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """True for the allocator's out-of-memory errors (typed, not matched on message alone)."""
+    """True for every form an out-of-memory takes: the allocator's typed error first, then the
+    CUDA runtime's, cuBLAS's and cuDNN's (see :data:`OOM_TEXTS`)."""
     if isinstance(exc, (torch.OutOfMemoryError, HostMemoryExceeded)):
         return True
-    # cuDNN and cuBLAS report running out of workspace as a RuntimeError.
+    accelerator_error = getattr(torch, "AcceleratorError", None)  # torch 2.8 and newer
+    if (
+        accelerator_error is not None
+        and isinstance(exc, accelerator_error)
+        and getattr(exc, "error_code", None) == CUDA_ERROR_MEMORY_ALLOCATION
+    ):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
     text = str(exc)
-    return isinstance(exc, RuntimeError) and (
-        "CUDNN_STATUS_ALLOC_FAILED" in text or "CUBLAS_STATUS_ALLOC_FAILED" in text
-    )
+    return any(t in text for t in OOM_TEXTS) or CUBLAS_CREATE_FAILED.search(text) is not None
 
 
 def synchronize(device: torch.device) -> None:
@@ -54,22 +93,34 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def create_context(device: torch.device) -> None:
+    """Create the CUDA context on ``device`` (one tiny allocation), so free memory can be read."""
+    torch.cuda.init()
+    torch.empty(1, device=device)
+
+
 @dataclass
 class MemoryPeak:
     allocated_bytes: int
     reserved_bytes: int
     alloc_retries: int
-    limit_bytes: int
+    limit_bytes: int  # the cap the measured steps ran under
     overhead_bytes: int = 0
+    warmup_reserved_bytes: int = 0  # the warm-up's own peak (cuDNN's algorithm search included)
 
 
 class MemoryMeter:
-    """Holds a probe to ``limit_bytes`` and measures its peak.
+    """Holds a probe to ``limit_bytes`` and measures its peak, the warm-up's apart.
 
-    CUDA: the caching allocator is capped at ``limit_bytes`` (or the free memory, if smaller) with
-    ``set_per_process_memory_fraction``, so a smaller limit behaves like a smaller card; peaks come
-    from the allocator's statistics. CPU: the growth of the resident set over the baseline taken at
-    ``start`` is sampled; going over ``limit_bytes`` calls ``on_exceed`` (the CPU's OOM).
+    CUDA: the caching allocator is capped with ``set_per_process_memory_fraction``, so a smaller
+    limit behaves like a smaller card. The warm-up runs as the real training's first steps do,
+    with at most the free memory; :meth:`end_warmup` then measures what runs outside the allocator
+    (context, cuBLAS, cuDNN, loaded kernels, other processes), caps the allocator at the limit or at
+    what is left beside that (less :data:`LAZY_LOAD_SLACK_BYTES`), whichever is smaller, and resets
+    the peaks and the retry count, so one-time transients (cuDNN's algorithm search sizes its
+    scratch from the device's free memory) stay in the warm-up peak. CPU: the growth of the
+    resident set over the baseline taken at ``start`` is sampled for the whole probe; going over
+    ``limit_bytes`` calls ``on_exceed`` (the CPU's OOM).
     """
 
     def __init__(
@@ -79,20 +130,24 @@ class MemoryMeter:
         on_exceed: Callable[[int], None] | None = None,
     ) -> None:
         self.device = device
-        self.limit_bytes = limit_bytes
+        self.requested_bytes = limit_bytes
+        self.limit_bytes = limit_bytes  # the cap in force
         self.on_exceed = on_exceed
         self.baseline_bytes = 0
         self.overhead_bytes = 0
+        self.total_bytes = 0
+        self.warmup_reserved_bytes = 0
         self.watcher: PeakWatcher | None = None
 
     def start(self) -> None:
+        global _current
+        _current = self
         if self.device.type == "cuda":
-            torch.cuda.init()
-            torch.empty(1, device=self.device)  # create the context before reading free memory
+            create_context(self.device)
             free, total = torch.cuda.mem_get_info(self.device)
+            self.total_bytes = total
             self.overhead_bytes = total - free - torch.cuda.memory_reserved(self.device)
-            self.limit_bytes = min(self.limit_bytes, free)
-            torch.cuda.set_per_process_memory_fraction(self.limit_bytes / total, self.device)
+            self._cap(min(self.requested_bytes, free))
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
             return
@@ -104,12 +159,40 @@ class MemoryMeter:
         )
         self.watcher.start()
 
+    def _cap(self, limit_bytes: int) -> None:
+        self.limit_bytes = max(0, int(limit_bytes))
+        torch.cuda.set_per_process_memory_fraction(min(1.0, self.limit_bytes / self.total_bytes), self.device)
+
+    def end_warmup(self) -> None:
+        """The warm-up is over: keep its peak, set the cap for the measured steps, reset the stats."""
+        if self.device.type != "cuda":
+            self.warmup_reserved_bytes = max(
+                self.watcher.peak_bytes if self.watcher else 0, self._high_water()
+            )
+            return
+        torch.cuda.synchronize(self.device)
+        self.warmup_reserved_bytes = int(torch.cuda.max_memory_reserved(self.device))
+        torch.cuda.empty_cache()  # the algorithm search's scratch, and what the warm-up cached
+        free, total = torch.cuda.mem_get_info(self.device)
+        reserved = torch.cuda.memory_reserved(self.device)
+        self.overhead_bytes = total - free - reserved
+        self._cap(min(self.requested_bytes, free + reserved - LAZY_LOAD_SLACK_BYTES))
+        torch.cuda.reset_peak_memory_stats(self.device)
+        torch.cuda.reset_accumulated_memory_stats(self.device)
+
     def check(self) -> None:
         """Take a sample now (CPU); raises nothing itself, the watcher's callback decides."""
         if self.watcher is not None:
             self.watcher.sample()
 
+    def _high_water(self) -> int:
+        # ru_maxrss is the kernel's exact high-water mark (KiB on Linux); it catches spikes
+        # between samples.
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - self.baseline_bytes
+
     def peak(self) -> MemoryPeak:
+        """The peak since the warm-up ended (CUDA) or since ``start`` (CPU, where the warm-up,
+        without optimizer state yet, never peaks above the measured steps)."""
         if self.device.type == "cuda":
             stats = torch.cuda.memory_stats(self.device)
             return MemoryPeak(
@@ -118,12 +201,24 @@ class MemoryMeter:
                 alloc_retries=int(stats.get("num_alloc_retries", 0)),
                 limit_bytes=self.limit_bytes,
                 overhead_bytes=self.overhead_bytes,
+                warmup_reserved_bytes=self.warmup_reserved_bytes,
             )
         sampled = self.watcher.stop() if self.watcher is not None else 0
-        # ru_maxrss is the kernel's exact high-water mark (KiB on Linux); it catches spikes
-        # between samples.
-        high_water = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - self.baseline_bytes
-        peak = max(sampled, high_water)
+        peak = max(sampled, self._high_water())
         return MemoryPeak(
-            allocated_bytes=peak, reserved_bytes=peak, alloc_retries=0, limit_bytes=self.limit_bytes
+            allocated_bytes=peak,
+            reserved_bytes=peak,
+            alloc_retries=0,
+            limit_bytes=self.limit_bytes,
+            warmup_reserved_bytes=self.warmup_reserved_bytes,
         )
+
+
+_current: MemoryMeter | None = None  # the meter of this probe child, once started
+
+
+def current_cap() -> dict[str, int]:
+    """The cap and the overhead of this child's meter, for a result that an error cut short."""
+    if _current is None:
+        return {}
+    return {"memory_cap_bytes": _current.limit_bytes, "device_overhead_bytes": _current.overhead_bytes}

@@ -17,7 +17,7 @@ from probes.dataset import FrameDataset
 from probes.device import synchronize
 from probes.memory import PeakWatcher, children_of, pss_bytes
 from probes.protocol import ProbeRequest
-from probes.train_step import FeatureStats, prepare_batch
+from probes.train_step import FeatureStats, prepare_batch, warm_up
 from probes.training import build
 
 log = logging.getLogger("probes.child")
@@ -89,7 +89,10 @@ def run_worker_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
     drain_started = None
     step_index = 0
     drained = True
-    while True:
+
+    def one_step() -> tuple[float, float, float]:
+        """Fetch a batch and train on it: its start time, data_s and updt_s."""
+        nonlocal step_index
         t0 = time.perf_counter()
         batch = next(batches)
         prepared = prepare_batch(batch, device, stats)
@@ -101,10 +104,16 @@ def run_worker_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
         meter.check()
         log.info("workers %d step %d: data %.3f s, update %.3f s", workers, step_index, t1 - t0, t2 - t1)
         step_index += 1
-        if step_index <= request.warmup_steps:
-            continue
-        data_times.append(t1 - t0)
-        step_times.append(t2 - t1)
+        return t0, t1 - t0, t2 - t1
+
+    # Until the optimizer holds its state (fp16's scaler skips the first steps), as a batch probe.
+    warmup_steps = warm_up(step, lambda _: one_step(), request.warmup_steps)
+    meter.end_warmup()
+    while True:
+        t0, data_step_s, updt_step_s = one_step()
+        t2 = t0 + data_step_s + updt_step_s
+        data_times.append(data_step_s)
+        step_times.append(updt_step_s)
         drain_started = drain_started or t0
         after_warmup = len(step_times)
         if after_warmup < request.measure_steps:
@@ -139,6 +148,7 @@ def run_worker_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
         "loader_rss_bytes": loader_rss,
         "drained": drained,
         "decode_s_per_sample": decode_s,
+        "warmup_steps": warmup_steps,
         "step_times_s": step_times,
         "data_times_s": data_times,
         **trainer.param_counts(),

@@ -104,7 +104,7 @@ class ProbeRequest:
     precision: str = "fp32"
     batch_size: int = 0
     memory_limit_bytes: int = 0
-    warmup_steps: int = 1
+    warmup_steps: int = 1  # at least: a probe warms up until the optimizer holds its state
     measure_steps: int = 3
     dataset_root: str | None = None
     num_workers: int = 0
@@ -152,7 +152,9 @@ class ProbeResult:
     data_s: float = 0.0
     updt_s: float = 0.0
     loader_rss_bytes: int = 0
-    device_overhead_bytes: int = 0  # CUDA: memory in use outside the allocator at start (context)
+    # CUDA: memory in use outside the allocator after warm-up (context, cuBLAS, cuDNN, kernels,
+    # other processes)
+    device_overhead_bytes: int = 0
     wall_s: float = 0.0
     drained: bool = True  # worker probes: steady state (buffer used up, or the loader keeps up)
     decode_s_per_sample: float = 0.0  # worker probes: one process reading one sample
@@ -160,6 +162,11 @@ class ProbeResult:
     trainable_params: int = 0
     message: str = ""
     invalid_input: bool = False  # the request's input is at fault (a broken dataset), not the probe
+    # Batch probes: the allocator cap the measured steps ran under (CUDA: the budget, or less where
+    # the device had less beside what runs outside the allocator; CPU: the budget).
+    memory_cap_bytes: int = 0
+    warmup_peak_reserved_bytes: int = 0  # the warm-up's own peak (cuDNN's algorithm search included)
+    warmup_steps: int = 0  # taken: at least the request's, until the optimizer held its state
     step_times_s: list[float] = field(default_factory=list)
     data_times_s: list[float] = field(default_factory=list)
     dataset: DatasetInfo | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,11 @@ from probes.keys import ACTION, STATE, is_image_key
 # are used, and a sensible per-channel default for any policy.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# The most warm-up steps a probe takes waiting for the optimizer's first real step. fp16's gradient
+# scaler skips ``optimizer.step()`` while its scale calibrates (starting at 2**16 and halving at each
+# overflow): ACT skipped 5 steps on the CPU; 32 halvings reach 2**-16, past any finite gradient.
+MAX_WARMUP_STEPS = 32
 
 # The autocast dtype of each precision name the tuner uses (probes.protocol.PRECISIONS).
 DTYPES: dict[str, torch.dtype] = {
@@ -87,7 +92,9 @@ class TrainStep:
     """One LeRobot optimisation step for a model; ``__call__`` returns the loss as a float.
 
     The call ends with ``loss.item()``, which synchronises the device, as LeRobot's ``updt_s``
-    does. fp16 uses a gradient scaler, as LeRobot's AMP path does.
+    does. fp16 uses a gradient scaler, as LeRobot's AMP path does; while its scale calibrates it
+    skips the optimizer's step, and AdamW's state (twice the trainable weights) does not exist yet:
+    :func:`warm_up` waits for it.
     """
 
     def __init__(self, model: nn.Module, cfg: Any, device: torch.device, precision: str) -> None:
@@ -98,6 +105,12 @@ class TrainStep:
         self.optimizer = make_optimizer(model, cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimized = [p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad]
+        self.stepped = False  # the last step left optimizer state for every parameter with a gradient
+
+    def optimizer_ready(self) -> bool:
+        """Whether the optimizer holds state for every trainable parameter that had a gradient."""
+        return self.stepped
 
     def __call__(self, batch: Mapping[str, Any]) -> float:
         self.model.train()
@@ -108,5 +121,32 @@ class TrainStep:
         torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        with_grad = [p for p in self.optimized if p.grad is not None]
+        self.stepped = bool(with_grad) and all(p in self.optimizer.state for p in with_grad)
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss.item())
+
+
+class OptimizerNeverStepped(RuntimeError):
+    """The warm-up ended without one real optimizer step: every step was skipped."""
+
+
+def warm_up(
+    step: TrainStep, run_step: Callable[[int], object], min_steps: int, max_steps: int = MAX_WARMUP_STEPS
+) -> int:
+    """Call ``run_step(i)`` (one training step through ``step``) at least ``min_steps`` times and
+    until the optimizer holds state for every trainable parameter, so that the measured steps
+    carry it at every precision; at most ``max_steps`` times. Returns the steps taken."""
+    done = 0
+    while done < min_steps or not step.optimizer_ready():
+        if done >= max(min_steps, max_steps):
+            scale = f" (its scale is now {step.scaler.get_scale():g})" if step.scaler.is_enabled() else ""
+            raise OptimizerNeverStepped(
+                f"the optimizer never stepped in {done} warm-up steps at {step.precision}: "
+                f"the gradient scaler skipped every step{scale}, so the gradients are not finite"
+                if step.scaler.is_enabled()
+                else f"the optimizer holds no state after {done} warm-up steps at {step.precision}"
+            )
+        run_step(done)
+        done += 1
+    return done

@@ -14,7 +14,7 @@ from probes import catalogue
 from probes.device import MemoryMeter, resolve_device, synchronize
 from probes.policies.common import count_params
 from probes.protocol import ProbeRequest
-from probes.train_step import TrainStep, prepare_batch
+from probes.train_step import TrainStep, prepare_batch, warm_up
 
 log = logging.getLogger("probes.child")
 
@@ -55,7 +55,12 @@ def build(request: ProbeRequest, on_exceed: Any, enforce: bool = True) -> Traine
 
 
 def run_batch_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
-    """Train on synthetic tensors of the real shapes; measure peak memory and step time."""
+    """Train on synthetic tensors of the real shapes; measure peak memory and step time.
+
+    The warm-up takes ``request.warmup_steps`` steps, more until the optimizer holds its state
+    (fp16's scaler skips the first steps); its peak is reported apart. An out-of-memory in any
+    step, warm-up included, is an out-of-memory: the real training's first step does the same.
+    """
     trainer = build(request, on_exceed)
     device, meter, module, cfg, step = (
         trainer.device,
@@ -66,9 +71,11 @@ def run_batch_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
     )
     generator = torch.Generator().manual_seed(request.seed)
     batch = module.synthetic_batch(cfg, request.batch_size, generator)
-    times: list[float] = []
-    for i in range(request.warmup_steps + request.measure_steps):
-        if request.vary_padding and i > 0:
+    taken = 0
+
+    def timed_step(phase: str) -> float:
+        nonlocal batch, taken
+        if request.vary_padding and taken > 0:
             batch = module.synthetic_batch(cfg, request.batch_size, generator)
         prepared = prepare_batch(batch, device)
         synchronize(device)
@@ -77,9 +84,13 @@ def run_batch_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
         synchronize(device)
         elapsed = time.perf_counter() - t0
         meter.check()
-        if i >= request.warmup_steps:
-            times.append(elapsed)
-        log.info("batch %d step %d: %.3f s", request.batch_size, i, elapsed)
+        log.info("batch %d %s step %d: %.3f s", request.batch_size, phase, taken, elapsed)
+        taken += 1
+        return elapsed
+
+    warmup_steps = warm_up(step, lambda _: timed_step("warm-up"), request.warmup_steps)
+    meter.end_warmup()
+    times = [timed_step("measured") for _ in range(request.measure_steps)]
     peak = meter.peak()
     median = statistics.median(times)
     over = peak.reserved_bytes > peak.limit_bytes
@@ -92,6 +103,9 @@ def run_batch_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
         "peak_reserved_bytes": peak.reserved_bytes,
         "alloc_retries": peak.alloc_retries,
         "device_overhead_bytes": peak.overhead_bytes,
+        "memory_cap_bytes": peak.limit_bytes,
+        "warmup_peak_reserved_bytes": peak.warmup_reserved_bytes,
+        "warmup_steps": warmup_steps,
         "step_time_s": median,
         "samples_per_s": request.batch_size / median,
         "steps": len(times),

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Set-up for autotune: a virtual environment in .venv with autotune and its dependencies.
+# Set-up for autotune: a virtual environment in .venv with autotune and its dependencies
+# (with --test, also a real LeRobot release for the tests, in .lerobot/).
 # Idempotent: a second run only checks what is installed. Torch comes from constraints.txt:
 # a build that runs on the GPU where one is present and on the CPU otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# --test: also the LeRobot release the tests verify against, in its own environment (.lerobot/).
+if [ "${1:-}" = "--test" ]; then
+  bash scripts/setup-lerobot.sh
+fi
 
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict
+from typing import Any
 
 from autotune.context import RunContext
 from autotune.feed_model import FeedModel, InputBound
-from autotune.lerobot import command_line, lerobot_train_args
+from autotune.lerobot import PENDING_CHECKPOINTING, Setting, command
 from autotune.plots import plot_batch, plot_workers
 from autotune.profile import Comparison, Profile, WorkerSetting
 from autotune.stages.variant import VariantOutcome
 from autotune.study import StudyOutcome
+from autotune.trainer import RELEASES, Trainer
 from autotune.units import format_bytes
 
 
@@ -36,23 +38,19 @@ def assemble(
     else:
         peak_alloc, peak_reserved = best.result.peak_allocated_bytes, best.result.peak_reserved_bytes
     at_max = search.result_at(search.max_batch)
-    args = lerobot_train_args(
-        policy_args=ctx.policy_args,
-        dataset_repo_id=ctx.data.repo_id,
-        dataset_root=str(ctx.data.root.resolve()),
-        device=cfg.device,
-        precision=winner.variant.precision,
-        batch_size=batch,
-        num_workers=best.num_workers,
-        prefetch_factor=best.prefetch_factor,
-        grad_accum_steps=decision.grad_accum_steps,
+    train = command(
+        cfg.trainer,
+        setting(ctx, winner, batch, best.num_workers, best.prefetch_factor, decision.grad_accum_steps),
     )
+    measured_params = next((p for p in search.probes if p.trainable_params), None)
     speedup = None
     if default is not None and default.result.samples_per_s > 0:
         speedup = best.result.samples_per_s / default.result.samples_per_s
+    beside = next((o for o in outcomes if o.variant.beside), None)
     notes = run_notes(ctx, winner, outcomes, workers, peak_reserved)
     if bound is not None:
         notes.append(bound.summary())
+    notes = [*train.caveats, *notes]
     return Profile(
         policy=cfg.policy,
         run_id=ctx.run_id,
@@ -104,10 +102,74 @@ def assemble(
         plots=plots(ctx, winner, workers),
         loader_model=asdict(feed) if feed else None,
         input_bound=bound.to_dict() if bound else None,
-        lerobot_train_args=args,
-        lerobot_train_command=command_line(args),
+        lerobot_train_args=train.args,
+        lerobot_train_command=train.text,
+        lerobot_version=cfg.trainer.version,
+        lerobot_source=cfg.trainer.source,
+        lerobot_train_env=train.env,
+        lerobot_train_reproduces=train.reproduces,
+        lerobot_train_caveats=train.caveats,
+        beside=beside_answer(ctx, beside) if beside else None,
+        budget_bytes=search.budget_bytes,
+        trainable_params=measured_params.trainable_params if measured_params else 0,
+        total_params=measured_params.total_params if measured_params else 0,
         notes=notes,
     )
+
+
+def setting(
+    ctx: RunContext, outcome: VariantOutcome, batch: int, workers: int, prefetch: int | None, accum: int = 1
+) -> Setting:
+    """What the trainer should train with for ``outcome`` at ``batch``."""
+    cfg = ctx.cfg
+    return Setting(
+        policy=cfg.policy,
+        policy_args=tuple(ctx.policy_args),
+        dataset_repo_id=ctx.data.repo_id,
+        dataset_root=str(ctx.data.root.resolve()),
+        dataset_format=ctx.data.version,
+        device=cfg.device,
+        precision=outcome.variant.precision,
+        grad_checkpointing=outcome.variant.grad_checkpointing,
+        batch_size=batch,
+        num_workers=workers,
+        prefetch_factor=prefetch,
+        grad_accum_steps=accum,
+    )
+
+
+def beside_answer(ctx: RunContext, outcome: VariantOutcome) -> dict[str, Any]:
+    """The answer measured beside the trainer's (bf16 + gradient checkpointing), with the command
+    of the newest LeRobot that reproduces it, if any does."""
+    cfg = ctx.cfg
+    answer: dict[str, Any] = {
+        "precision": outcome.variant.precision,
+        "grad_checkpointing": outcome.variant.grad_checkpointing,
+        "max_batch_size": outcome.search.max_batch,
+        "batch_size": outcome.decision.batch_size if outcome.decision else 0,
+        "samples_per_s": outcome.samples_per_s,
+        "peak_reserved_bytes": 0,
+        "lerobot_version": None,
+        "lerobot_train_command": None,
+        "why_no_command": "",
+    }
+    if outcome.decision is None:
+        answer["why_no_command"] = "even batch 1 does not fit"
+        return answer
+    soaked = outcome.decision.soak_result or outcome.search.result_at(outcome.decision.batch_size)
+    answer["peak_reserved_bytes"] = soaked.peak_reserved_bytes if soaked and soaked.fits else 0
+    for row in reversed(RELEASES):
+        trainer = Trainer(row.since, "flag")
+        train = command(trainer, setting(ctx, outcome, outcome.decision.batch_size, 0, None))
+        if train.reproduces:
+            answer["lerobot_version"] = row.since
+            answer["lerobot_train_command"] = train.text
+            return answer
+    answer["why_no_command"] = (
+        f"no LeRobot version has gradient checkpointing for {cfg.policy} yet, main included"
+        + (f" ({PENDING_CHECKPOINTING[cfg.policy]} adds it)" if cfg.policy in PENDING_CHECKPOINTING else "")
+    )
+    return answer
 
 
 def run_notes(
@@ -128,17 +190,13 @@ def run_notes(
             "tuned on autotune's synthetic dataset: point --dataset.repo_id/--dataset.root at "
             "your own data (or tune with --dataset) before training"
         )
-    if winner.variant.grad_checkpointing:
-        notes.append(
-            "the batch assumes gradient checkpointing, which released lerobot-train does not "
-            "have for ACT or SmolVLA; without it use a profile tuned with --no-grad-checkpointing"
-        )
     if winner.search.capped:
         notes.append(f"the search stopped at --max-batch {cfg.max_batch} without running out of memory")
-    if peak_reserved > (1 - cfg.headroom) * ctx.memory_limit:
+    budget = winner.search.budget_bytes  # the cap the probes really had
+    if peak_reserved > (1 - cfg.headroom) * budget:
         notes.append(
             f"the {cfg.headroom:.0%} headroom cannot be kept: batch {batch} already peaks at "
-            f"{format_bytes(peak_reserved)} of the {format_bytes(ctx.memory_limit)} budget"
+            f"{format_bytes(peak_reserved)} of the {format_bytes(budget)} budget"
         )
     if decision.lowered_by_soak:
         failed = [s for s in decision.soaks if s.lowered]
@@ -223,7 +281,7 @@ def plots(ctx: RunContext, winner: VariantOutcome, workers: StudyOutcome) -> dic
         folder / f"{cfg.policy}-{ctx.run_id}-batch.png",
         title=title,
         probes=probe_rows,
-        budget_bytes=ctx.memory_limit,
+        budget_bytes=winner.search.budget_bytes,
         headroom=cfg.headroom,
         max_batch=winner.search.max_batch,
         batch_size=decision.batch_size,

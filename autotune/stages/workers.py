@@ -9,12 +9,19 @@ from autotune.feed_model import FeedModel
 from autotune.prober import Prober
 from autotune.profile import conditions_key
 from autotune.stages.variant import VariantOutcome
-from autotune.study import StudyOutcome, run_study, worker_range
+from autotune.study import (
+    LEROBOT_DEFAULT_PREFETCH,
+    PREFETCH_CHOICES,
+    StudyOutcome,
+    run_study,
+    worker_range,
+)
 
 log = logging.getLogger(__name__)
 
 FIRST_GUESS_PREFETCH = 2
-FIRST_GUESS_MAX_WORKERS = 8  # without a feed model, try this many workers (cores permitting) first
+FIRST_GUESS_MAX_WORKERS = 8
+TORCH_DEFAULT_PREFETCH = 2  # what a DataLoader with workers prefetches when not told  # without a feed model, try this many workers (cores permitting) first
 
 
 def tune_workers(
@@ -33,6 +40,11 @@ def tune_workers(
         {"batch_size": batch, "policy": cfg.policy, "variant": variant.columns()},
     )
     first = feed.first_guess(cores) if feed else min(cores, FIRST_GUESS_MAX_WORKERS)
+    # What the trainer lets a user set: without --prefetch_factor (LeRobot before 0.6) the
+    # prefetch is fixed, so only the workers are tuned.
+    abilities = cfg.trainer.abilities
+    fixed = None if abilities.prefetch_flag else (abilities.fixed_prefetch or TORCH_DEFAULT_PREFETCH)
+    choices = (fixed,) if fixed else PREFETCH_CHOICES
     log.info(
         "worker study at batch %d: %d trial(s), num_workers 0..%d", batch, cfg.trials, worker_range(cores)
     )
@@ -47,4 +59,6 @@ def tune_workers(
             first_guesses=[(first, FIRST_GUESS_PREFETCH)],
             host_budget_bytes=ctx.host_budget,
             on_trial=lambda record: prober.record_trial(variant, record),
+            prefetch_choices=choices,
+            default_prefetch=fixed or LEROBOT_DEFAULT_PREFETCH,
         )

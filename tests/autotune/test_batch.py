@@ -147,3 +147,16 @@ def test_the_headroom_batch_keeps_the_headroom() -> None:
     largest = headroom_batch(outcome, 0.10)
     assert 1 * GiB + 10 * MiB * largest <= 0.9 * budget < 1 * GiB + 10 * MiB * (largest + 1)
     assert headroom_batch(outcome, 0.0) == outcome.max_batch
+
+
+def test_a_trainer_without_accumulation_takes_a_target_batch_that_fits_whole() -> None:
+    budget = 8 * GiB
+    probe = FakeProbe(linear(1 * GiB, 20 * MiB), budget)
+    search = find_max_batch(probe, budget)
+    sized = lambda size, phase: probe(size)  # noqa: E731
+
+    whole = decide_batch(search, sized, headroom=0.1, target_batch=96, accumulate=False)
+    assert (whole.batch_size, whole.grad_accum_steps) == (96, 1)
+    # One that does not fit whole is still split; the printed command says the trainer cannot.
+    split = decide_batch(search, sized, headroom=0.1, target_batch=1024, accumulate=False)
+    assert split.grad_accum_steps > 1 and split.batch_size * split.grad_accum_steps == 1024

@@ -1,42 +1,124 @@
-"""The lerobot-train command a profile prints."""
+"""The lerobot-train command, per version: only flags that version has, and what it cannot reproduce."""
 
 from __future__ import annotations
 
-from autotune.lerobot import command_line, lerobot_train_args
+import itertools
+
+import pytest
+
+from autotune.lerobot import CPU_MALLOC_ENV, Setting, can_reproduce, command, default_variant
+from autotune.trainer import RELEASES, Trainer
+from probes import catalogue
+from probes.protocol import ModelSpec
+
+SMALL = {"dim_model": 64, "dim_feedforward": 128}
 
 
-def test_lerobot_command_carries_the_tuned_values() -> None:
-    args = lerobot_train_args(
-        policy_args=["--policy.type=act"],
+def setting(**changes: object) -> Setting:
+    base = dict(
+        policy="act",
+        policy_args=tuple(catalogue.lerobot_policy_args(ModelSpec("act", 2, (96, 128), 6, 6, False, SMALL))),
         dataset_repo_id="me/so101_pick",
-        dataset_root=None,
+        dataset_root="/data/so101 pick",
+        dataset_format="v3.0",
         device="cuda:0",
         precision="bf16",
+        grad_checkpointing=False,
         batch_size=96,
         num_workers=6,
         prefetch_factor=2,
     )
-    line = command_line(args)
-    assert line.startswith("lerobot-train ")
-    for flag in (
-        "--policy.type=act",
-        "--dataset.repo_id=me/so101_pick",
-        "--batch_size=96",
-        "--num_workers=6",
-        "--prefetch_factor=2",
-        "--accelerator.mixed_precision=bf16",
-        "--policy.device=cuda",
-    ):
-        assert flag in args
-    fp32_no_workers = lerobot_train_args(
-        policy_args=[],
-        dataset_repo_id="x/y",
-        dataset_root="/data/x y",
-        device="cpu",
-        precision="fp32",
-        batch_size=4,
-        num_workers=0,
-        prefetch_factor=None,
+    return Setting(**{**base, **changes})  # type: ignore[arg-type]
+
+
+def flags(args: list[str]) -> set[str]:
+    return {a.split("=", 1)[0] for a in args}
+
+
+@pytest.mark.parametrize("row", RELEASES, ids=[r.since for r in RELEASES])
+def test_every_printed_flag_exists_in_the_version_it_is_made_for(row) -> None:
+    trainer = Trainer(row.since, "flag")
+    policy_flags = {f"--policy.{name}" for name in ("dim_model", "dim_feedforward")}
+    cases = itertools.product(
+        ("cpu", "cuda:0", "cuda:1"), ("bf16", "fp16", "fp32"), (False, True), (0, 6), (1, 4)
     )
-    assert not any(a.startswith(("--prefetch_factor", "--accelerator.mixed")) for a in fp32_no_workers)
-    assert "'--dataset.root=/data/x y'" in command_line(fp32_no_workers)
+    for device, precision, checkpointing, workers, accum in cases:
+        s = setting(
+            device=device, precision=precision, grad_checkpointing=checkpointing, num_workers=workers,
+            grad_accum_steps=accum,
+        )  # fmt: skip
+        printed = command(trainer, s)
+        unknown = flags(printed.args) - row.flags - policy_flags
+        assert not unknown, (row.since, device, precision, unknown)
+        # What cannot be reproduced is said, never silently dropped.
+        if checkpointing:
+            assert any("gradient checkpointing" in c for c in printed.caveats)
+        if accum > 1 and row.grad_accumulation_flag is None:
+            assert any("accumulation" in c for c in printed.caveats)
+        if precision != "fp32" and precision not in row.precision.get(device.partition(":")[0], {}):
+            assert any(f"cannot train in {precision}" in c for c in printed.caveats)
+
+
+def test_lerobot_0_6_1_takes_fp16_through_use_amp_and_bf16_through_accelerate() -> None:
+    trainer = Trainer("0.6.1", "PATH")
+    fp16 = command(trainer, setting(precision="fp16"))
+    assert "--policy.use_amp=true" in fp16.args and fp16.reproduces
+    bf16 = command(trainer, setting(precision="bf16"))
+    assert bf16.env == {"ACCELERATE_MIXED_PRECISION": "bf16"} and bf16.reproduces
+    assert bf16.text.startswith(
+        "ACCELERATE_MIXED_PRECISION=bf16 lerobot-train --dataset.repo_id=me/so101_pick "
+    )
+    assert not any(a.startswith("--accelerator") for a in fp16.args + bf16.args)
+    assert "--prefetch_factor=2" in bf16.args
+
+
+def test_lerobot_main_takes_the_accelerator_flags() -> None:
+    main = Trainer("0.6.2.dev0", "flag")
+    printed = command(main, setting(precision="bf16", grad_accum_steps=4))
+    assert "--accelerator.mixed_precision=bf16" in printed.args
+    assert "--accelerator.gradient_accumulation.steps=4" in printed.args
+    assert printed.reproduces and not printed.env
+
+
+def test_before_0_6_there_is_no_prefetch_flag_and_0_3_reads_v2_1() -> None:
+    old = command(Trainer("0.5.1", "flag"), setting())
+    assert not any(a.startswith("--prefetch_factor") for a in old.args)
+    v03 = command(Trainer("0.3.3", "flag"), setting(precision="fp16"))
+    assert "--policy.use_amp=true" in v03.args
+    assert any("reads v2.1 datasets" in c for c in v03.caveats)
+
+
+def test_a_run_on_another_gpu_trains_on_that_gpu(monkeypatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    printed = command(Trainer("0.6.1", "PATH"), setting(device="cuda:1", precision="fp32"))
+    assert printed.env == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "1"}
+    assert "--policy.device=cuda" in printed.args
+    assert printed.text.startswith("CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=1 lerobot-train ")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert command(Trainer("0.6.1", "PATH"), setting(device="cuda:1")).env["CUDA_VISIBLE_DEVICES"] == "5"
+    assert "CUDA_VISIBLE_DEVICES" in command(Trainer("0.6.1", "PATH"), setting(device="cuda:0")).env
+
+
+def test_paths_are_quoted_and_a_cpu_command_carries_the_probes_allocator_settings() -> None:
+    printed = command(Trainer("0.6.1", "PATH"), setting(device="cpu", precision="fp32"))
+    assert "'--dataset.root=/data/so101 pick'" in printed.text
+    assert printed.env == CPU_MALLOC_ENV
+    assert "--policy.device=cpu" in printed.args and printed.reproduces
+
+
+@pytest.mark.parametrize(
+    ("version", "device_type", "best", "expected"),
+    [
+        ("0.6.1", "cuda", "bf16", ("bf16", False)),
+        ("0.6.1", "cuda", "fp16", ("fp16", False)),
+        ("0.3.3", "cuda", "bf16", ("fp16", False)),
+        ("0.6.1", "cpu", "fp32", ("fp32", False)),
+        ("0.6.2.dev0", "cuda", "bf16", ("bf16", False)),
+    ],
+)
+def test_the_default_variant_is_what_the_trainer_reproduces(version, device_type, best, expected) -> None:
+    trainer = Trainer(version, "flag")
+    assert default_variant(trainer, "act", device_type, best) == expected
+    precision, checkpointing = expected
+    assert can_reproduce(trainer, "act", device_type, precision, checkpointing)
+    assert not can_reproduce(trainer, "act", device_type, precision, True)  # ACT has none anywhere

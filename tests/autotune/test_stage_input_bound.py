@@ -29,7 +29,11 @@ def test_an_input_bound_run_measures_what_would_help(tmp_path: Path) -> None:
         policy="act", device="cpu", precision="fp32", image_size=(64, 96), cameras=2,
         results=tmp_path / "results", policy_overrides=SMALL_ACT, trials=1, memory_limit_bytes=1024**3,
     )  # fmt: skip
-    ctx = open_run(cfg, probe_environment())
+    with open_run(cfg, probe_environment()) as ctx:
+        check_remedies(ctx, cfg)
+
+
+def check_remedies(ctx, cfg: RunConfig) -> None:
     prober = Prober(ctx, progress_for(ctx))
     variant = Variant("fp32", True)
     batch = 8

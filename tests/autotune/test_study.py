@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import optuna
 import pytest
 
-from autotune.errors import ProbeError
+from autotune.errors import ProbeError, UserError
 from autotune.study import run_study
 from probes.protocol import ProbeResult
 
@@ -79,3 +80,55 @@ def test_a_trial_that_errors_stops_the_study_with_its_message(tmp_path) -> None:
 
     with pytest.raises(ProbeError, match="truncated"):
         run_study(broken, storage_path=tmp_path / "s.db", study_name="x", n_trials=2, max_workers=2)
+
+
+def test_a_trial_that_failed_is_not_counted_and_is_tried_again(tmp_path) -> None:
+    calls: list[tuple[int, int | None]] = []
+
+    def flaky(workers: int, prefetch: int | None) -> ProbeResult:
+        calls.append((workers, prefetch))
+        if len(calls) == 1:
+            return ProbeResult(status="error", batch_size=8, message="a worker crashed")
+        return FakeLoader()(workers, prefetch)
+
+    with pytest.raises(ProbeError, match="crashed"):
+        run_study(
+            flaky,
+            storage_path=tmp_path / "s.db",
+            study_name="x",
+            n_trials=2,
+            max_workers=8,
+            first_guesses=[(6, 2)],
+        )
+    storage = optuna.load_study(study_name="x", storage=f"sqlite:///{tmp_path / 's.db'}")
+    states = [t.state for t in storage.trials]
+    assert optuna.trial.TrialState.FAIL in states and optuna.trial.TrialState.COMPLETE not in states
+    # The next run (even after --trials of them failed) measures, the failed setting again.
+    outcome = run_study(flaky, storage_path=tmp_path / "s.db", study_name="x", n_trials=2, max_workers=8)
+    assert (6, 2) in calls[1:]
+    assert len(outcome.trials) == 2 and all(t.result.fits for t in outcome.trials)
+
+
+def test_a_trial_a_killed_run_left_running_is_taken_over_not_duplicated(tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    killed = optuna.create_study(study_name="x", storage=storage, direction="maximize")
+    orphan = killed.ask()
+    orphan.suggest_int("num_workers", 0, 8)
+    orphan.suggest_categorical("prefetch_factor", (1, 2, 4, 8))
+    left = (orphan.params["num_workers"], orphan.params["prefetch_factor"])
+    fake = FakeLoader()
+    outcome = run_study(fake, storage_path=tmp_path / "s.db", study_name="x", n_trials=3, max_workers=8)
+    assert fake.calls[0] == (left[0], left[1] if left[0] > 0 else None)
+    assert len(fake.calls) == 3 and len(outcome.trials) == 3
+    states = [t.state for t in optuna.load_study(study_name="x", storage=storage).trials]
+    assert states.count(optuna.trial.TrialState.RUNNING) == 0
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 3
+
+
+def test_a_file_that_is_not_a_study_is_one_line_and_left_alone(tmp_path) -> None:
+    junk = tmp_path / "s.db"
+    junk.write_bytes(b"not a database, just bytes" * 100)
+    with pytest.raises(UserError, match="s.db is not a worker study") as err:
+        run_study(FakeLoader(), storage_path=junk, study_name="x", n_trials=1, max_workers=2)
+    assert "\n" not in str(err.value) and "move it aside" in str(err.value)
+    assert junk.read_bytes() == b"not a database, just bytes" * 100

@@ -17,7 +17,17 @@ from tests.cli import SMALL_ACT, autotune, set_flags
 pytestmark = pytest.mark.slow
 
 SMALL_ACT_FLAGS = set_flags(SMALL_ACT)
-QUICK = ["--trials", "1", "--soak-steps", "1", "--throughput-points", "1", "--max-batch", "24"]
+QUICK = [
+    "--trials",
+    "1",
+    "--soak-steps",
+    "1",
+    "--throughput-points",
+    "1",
+    "--max-batch",
+    "24",
+    "--trainer-only",
+]
 
 
 def run_on(dataset: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -1,0 +1,289 @@
+"""The trainer that will run the training: which ``lerobot-train`` the user has, and what it can do.
+
+Each release's abilities were read from LeRobot's own source at its tag (file and tag cited per row
+of :data:`RELEASES`; "main" is the branch at commit 7427f31, 2026-08-23, version 0.6.2.dev).
+A version between two rows has the abilities of the row below it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+from autotune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+NEWEST_RELEASE = "0.6.1"
+OLDEST_SUPPORTED = Version("0.3")
+VERSION_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Abilities:
+    """What one range of lerobot-train releases accepts and does, for ACT and SmolVLA."""
+
+    since: str  # the first version with these abilities
+    source: str  # where they were read
+    # Mixed precision, per precision name: how to ask for it ("flag:--x=y", "env:NAME=value"), per
+    # device type; a precision missing for a device cannot be reproduced there.
+    precision: dict[str, dict[str, str]]
+    grad_accumulation_flag: str | None  # None: no gradient accumulation
+    grad_checkpointing_policies: tuple[str, ...]  # policies with --policy.gradient_checkpointing
+    prefetch_flag: bool  # --prefetch_factor exists
+    fixed_prefetch: int | None  # without the flag: the prefetch the loop always uses (None: torch's)
+    persistent_workers: bool  # the loader keeps its workers across epochs
+    start_method: str | None  # the workers' start method (None: the platform's, fork on Linux)
+    start_method_flag: bool  # --dataloader_multiprocessing_context exists
+    data_s_includes_prep: bool  # data_s holds the preprocessing and device copy (else prep_s does)
+    dataset_format: str  # the LeRobotDataset version it reads
+    multi_gpu: str  # how several GPUs are launched
+    flags: frozenset[str] = field(default_factory=frozenset)  # top-level flags autotune may print
+
+
+_COMMON = frozenset(
+    {
+        "--dataset.repo_id",
+        "--dataset.root",
+        "--policy.type",
+        "--policy.device",
+        "--policy.push_to_hub",
+        "--policy.use_amp",
+        "--policy.pretrained_backbone_weights",
+        "--batch_size",
+        "--num_workers",
+        "--steps",
+        "--log_freq",
+        "--save_checkpoint",
+        "--wandb.enable",
+        "--output_dir",
+    }
+)
+_ENV_BF16 = "env:ACCELERATE_MIXED_PRECISION=bf16"
+_ENV_FP16 = "env:ACCELERATE_MIXED_PRECISION=fp16"
+
+RELEASES: tuple[Abilities, ...] = (
+    Abilities(
+        since="0.3",
+        # src/lerobot/scripts/train.py@v0.3.3 (autocast + GradScaler under use_amp, no accelerate,
+        # the DataLoader with torch's defaults); configs/train.py@v0.3.3; CODEBASE_VERSION v2.1.
+        source="src/lerobot/scripts/train.py@v0.3.3",
+        precision={
+            "cuda": {"fp16": "flag:--policy.use_amp=true"},
+            "cpu": {"bf16": "flag:--policy.use_amp=true"},
+        },
+        grad_accumulation_flag=None,
+        grad_checkpointing_policies=(),
+        prefetch_flag=False,
+        fixed_prefetch=None,
+        persistent_workers=False,
+        start_method=None,
+        start_method_flag=False,
+        data_s_includes_prep=False,
+        dataset_format="v2.1",
+        multi_gpu="not supported (one process)",
+        flags=_COMMON,
+    ),
+    Abilities(
+        since="0.4",
+        # src/lerobot/scripts/lerobot_train.py@v0.4.4: Accelerator without mixed_precision (so
+        # ACCELERATE_MIXED_PRECISION decides; use_amp is not read), prefetch_factor=2 fixed, no
+        # persistent workers; data_s = next() + preprocessor; v3.0 datasets. Same at v0.5.1.
+        source="src/lerobot/scripts/lerobot_train.py@v0.4.4",
+        precision={"cuda": {"fp16": _ENV_FP16, "bf16": _ENV_BF16}, "cpu": {"bf16": _ENV_BF16}},
+        grad_accumulation_flag=None,
+        grad_checkpointing_policies=("pi0", "pi05", "pi0_fast"),
+        prefetch_flag=False,
+        fixed_prefetch=2,
+        persistent_workers=False,
+        start_method=None,
+        start_method_flag=False,
+        data_s_includes_prep=True,
+        dataset_format="v3.0",
+        multi_gpu="accelerate launch --num_processes=N $(which lerobot-train) ...",
+        flags=_COMMON,
+    ),
+    Abilities(
+        since="0.6.0",
+        # lerobot_train.py@v0.6.0: --prefetch_factor (4) and --persistent_workers (true); mixed
+        # precision from policy.dtype, which ACT and SmolVLA lack, so still the environment's.
+        source="src/lerobot/scripts/lerobot_train.py@v0.6.0",
+        precision={"cuda": {"fp16": _ENV_FP16, "bf16": _ENV_BF16}, "cpu": {"bf16": _ENV_BF16}},
+        grad_accumulation_flag=None,
+        grad_checkpointing_policies=("pi0", "pi05", "pi0_fast", "eo1", "molmoact2"),
+        prefetch_flag=True,
+        fixed_prefetch=None,
+        persistent_workers=True,
+        start_method=None,
+        start_method_flag=False,
+        data_s_includes_prep=True,
+        dataset_format="v3.0",
+        multi_gpu="accelerate launch --num_processes=N $(which lerobot-train) ...",
+        flags=_COMMON | {"--prefetch_factor", "--persistent_workers"},
+    ),
+    Abilities(
+        since="0.6.1",
+        # lerobot_train.py@v0.6.1 L246-262: use_amp=true is torch's autocast dtype of the device
+        # (fp16 on CUDA) when the policy has no dtype; otherwise ACCELERATE_MIXED_PRECISION still
+        # decides. --dataloader_multiprocessing_context, default spawn (configs/train.py@v0.6.1).
+        source="src/lerobot/scripts/lerobot_train.py@v0.6.1",
+        precision={
+            "cuda": {"fp16": "flag:--policy.use_amp=true", "bf16": _ENV_BF16},
+            "cpu": {"bf16": _ENV_BF16},
+        },
+        grad_accumulation_flag=None,
+        grad_checkpointing_policies=("pi0", "pi05", "pi0_fast", "eo1", "molmoact2", "diffusion"),
+        prefetch_flag=True,
+        fixed_prefetch=None,
+        persistent_workers=True,
+        start_method="spawn",
+        start_method_flag=True,
+        data_s_includes_prep=True,
+        dataset_format="v3.0",
+        multi_gpu="accelerate launch --num_processes=N $(which lerobot-train) ...",
+        flags=_COMMON | {"--prefetch_factor", "--persistent_workers", "--dataloader_multiprocessing_context"},
+    ),
+    Abilities(
+        since="0.6.2.dev0",
+        # main@7427f31: src/lerobot/configs/accelerator.py (mixed_precision no/fp16/bf16, gradient
+        # accumulation), lerobot_train.py (data_s is next() only, prep_s apart; torchrun).
+        source="src/lerobot/configs/accelerator.py@main(7427f31)",
+        precision={
+            "cuda": {
+                "fp16": "flag:--accelerator.mixed_precision=fp16",
+                "bf16": "flag:--accelerator.mixed_precision=bf16",
+            },
+            "cpu": {"bf16": "flag:--accelerator.mixed_precision=bf16"},
+        },
+        grad_accumulation_flag="--accelerator.gradient_accumulation.steps",
+        grad_checkpointing_policies=("pi0", "pi05", "pi0_fast", "eo1", "molmoact2", "diffusion"),
+        prefetch_flag=True,
+        fixed_prefetch=None,
+        persistent_workers=True,
+        start_method="spawn",
+        start_method_flag=True,
+        data_s_includes_prep=False,
+        dataset_format="v3.0",
+        multi_gpu="torchrun --nproc-per-node=N $(which lerobot-train) ...",
+        flags=_COMMON
+        | {
+            "--prefetch_factor",
+            "--persistent_workers",
+            "--dataloader_multiprocessing_context",
+            "--accelerator.mixed_precision",
+            "--accelerator.gradient_accumulation.steps",
+        },
+    ),
+)
+
+
+def parse_version(text: str) -> Version:
+    """A LeRobot version (``0.6.1``, ``0.6.2.dev0``); UserError for anything else or older than 0.3."""
+    try:
+        version = Version(text.strip().lstrip("v"))
+    except InvalidVersion:
+        raise UserError(f"--lerobot-version {text!r} is not a version; use one like 0.6.1") from None
+    if version < OLDEST_SUPPORTED:
+        raise UserError(
+            f"LeRobot {version} is older than 0.3, which autotune does not know; upgrade LeRobot "
+            "(pip install -U 'lerobot[training]')"
+        )
+    return version
+
+
+def abilities(version: Version) -> Abilities:
+    """The abilities of the newest row at or below ``version``."""
+    return [row for row in RELEASES if Version(row.since) <= version][-1]
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """The lerobot-train a profile is made for."""
+
+    version: str
+    source: str  # "path" (--lerobot), "PATH" (found on PATH), "flag" (--lerobot-version), "assumed"
+    python: Path | None = None  # the interpreter of its environment, when it is on this machine
+    lerobot_train: Path | None = None
+
+    @property
+    def abilities(self) -> Abilities:
+        return abilities(Version(self.version))
+
+    @property
+    def label(self) -> str:
+        return f"lerobot-train {self.version}"
+
+
+def _script_python(script: Path) -> Path | None:
+    """The interpreter a console script runs with (its shebang), if it names one."""
+    try:
+        first = script.read_bytes()[:512].split(b"\n", 1)[0].decode(errors="replace")
+    except OSError:
+        return None
+    if not first.startswith("#!"):
+        return None
+    interpreter = first[2:].strip().split()[0] if first[2:].strip() else ""
+    return Path(interpreter) if interpreter and Path(interpreter).name.startswith("python") else None
+
+
+def _lerobot_version(python: Path) -> str | None:
+    """LeRobot's version as ``python``'s environment has it installed; None if it has none."""
+    code = "import importlib.metadata as m; print(m.version('lerobot'))"
+    try:
+        proc = subprocess.run(
+            [str(python), "-c", code], capture_output=True, text=True, timeout=VERSION_TIMEOUT_S
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
+
+
+def _from_path(path: Path, source: str) -> Trainer:
+    """The trainer at ``path``: a ``lerobot-train`` script, a Python interpreter or an environment."""
+    path = path.expanduser()
+    if path.is_dir():
+        python, script = path / "bin" / "python", path / "bin" / "lerobot-train"
+    elif path.name.startswith("python"):
+        python, script = path, path.parent / "lerobot-train"
+    else:
+        python, script = _script_python(path), path
+    if python is None or not python.exists():
+        raise UserError(
+            f"--lerobot {path}: not a lerobot-train, a Python or an environment; pass one of them"
+        )
+    version = _lerobot_version(python)
+    if version is None:
+        raise UserError(
+            f"--lerobot {path}: {python} has no LeRobot installed; pass the lerobot-train of the "
+            "environment you train in"
+        )
+    parse_version(version)
+    return Trainer(version, source, python, script if script.exists() else None)
+
+
+def find_trainer(lerobot: str | None = None, lerobot_version: str | None = None) -> Trainer:
+    """The lerobot-train that will train: ``--lerobot``, else ``--lerobot-version``, else the one on
+    PATH; with none, the newest release (said in one line)."""
+    if lerobot is not None and lerobot_version is not None:
+        raise UserError("--lerobot and --lerobot-version name the same thing; pass one of them")
+    if lerobot is not None:
+        return _from_path(Path(lerobot), "path")
+    if lerobot_version is not None:
+        return Trainer(str(parse_version(lerobot_version)), "flag")
+    found = shutil.which("lerobot-train", path=os.environ.get("PATH"))
+    if found is not None:
+        try:
+            return _from_path(Path(found), "PATH")
+        except UserError as exc:
+            log.warning("the lerobot-train on PATH (%s) is not usable: %s", found, exc)
+    log.info(
+        "no lerobot-train found (none on PATH, no --lerobot): tuning for the newest release, LeRobot %s",
+        NEWEST_RELEASE,
+    )
+    return Trainer(NEWEST_RELEASE, "assumed")

@@ -1,0 +1,64 @@
+"""`autotune run` end to end for SmolVLA with a target batch, and for --compare: the variants a run
+tunes and which one the printed command trains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.cli import SMALL_ACT, autotune, set_flags
+
+pytestmark = pytest.mark.slow
+
+SMALL_ACT_FLAGS = set_flags(SMALL_ACT)
+
+SMALL_SMOLVLA = [
+    "--set", "resize_imgs_with_padding=64x64", "--set", "tokenizer_max_length=16", "--set", "vision_hidden=64",
+    "--set", "vision_layers=2", "--set", "vision_heads=2", "--set", "vision_mlp=128",
+    "--set", "vision_patch_size=8", "--set", "vision_image_size=64", "--set", "scale_factor=2",
+    "--set", "text_layers=4", "--set", "num_vlm_layers=2", "--set", "text_hidden=64", "--set", "text_mlp=128",
+    "--set", "text_heads=4", "--set", "text_kv_heads=2", "--set", "text_head_dim=16", "--set", "vocab_size=1000",
+]  # fmt: skip
+
+
+def test_smolvla_runs_end_to_end_with_a_target_batch(tmp_path: Path) -> None:
+    proc = autotune(
+        "run", "--policy", "smolvla", "--device", "cpu", "--precision", "fp32", "--memory-limit", "400MiB",
+        "--image-size", "48x64", "--trials", "1", "--soak-steps", "2", "--throughput-points", "1",
+        "--target-batch", "24", *SMALL_SMOLVLA, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    profile = json.loads((tmp_path / "results" / "profiles" / "smolvla.json").read_text())
+    assert profile["certified"]
+    assert profile["batch_size"] * profile["grad_accum_steps"] == 24
+    command = proc.stdout.strip().splitlines()[-1]
+    assert "--policy.type=smolvla" in command
+    assert f"--batch_size={profile['batch_size']}" in command
+    if profile["grad_accum_steps"] > 1:
+        # lerobot-train 0.6.1 cannot accumulate: the command says so, and what would.
+        flag = f"--accelerator.gradient_accumulation.steps={profile['grad_accum_steps']}"
+        assert flag not in command and not profile["lerobot_train_reproduces"]
+        assert any("no gradient accumulation" in c and flag in c for c in profile["lerobot_train_caveats"])
+        assert "warning: the command below will not reproduce this" in proc.stdout
+
+
+def test_compare_tunes_checkpointing_on_and_off_and_prints_what_the_trainer_runs(tmp_path: Path) -> None:
+    proc = autotune(
+        "run", "--policy", "act", "--device", "cpu", "--precision", "fp32", "--memory-limit", "600MiB",
+        "--image-size", "64x80", "--trials", "1", "--soak-steps", "1", "--throughput-points", "1",
+        "--max-batch", "32", "--compare", *SMALL_ACT_FLAGS, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    profile = json.loads((tmp_path / "results" / "profiles" / "act.json").read_text())
+    variants = {c["grad_checkpointing"]: c for c in profile["comparisons"]}
+    assert set(variants) == {True, False}
+    # lerobot-train 0.6.1 has no checkpointing for ACT: the printed answer is the variant without.
+    assert profile["grad_checkpointing"] is False and profile["lerobot_train_reproduces"]
+    assert variants[True]["per_sample_bytes"] < variants[False]["per_sample_bytes"]
+    assert any(note.startswith("fp32: checkpointing fits batch") for note in profile["notes"])
+    probes = pd.read_csv(tmp_path / "results" / "batch_probes.csv")
+    assert set(probes.grad_checkpointing) == {True, False}
+    assert "compared" in proc.stdout
