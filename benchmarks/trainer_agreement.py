@@ -84,11 +84,16 @@ def tune(scenario: dict[str, Any], results: Path, lerobot: str) -> dict[str, Any
 
 def at_batch(profile: dict[str, Any], batch: int) -> dict[str, Any]:
     """The profile with its command set to ``batch``."""
-    args = [a if not a.startswith("--batch_size=") else f"--batch_size={batch}" for a in profile["lerobot_train_args"]]
+    args = [
+        a if not a.startswith("--batch_size=") else f"--batch_size={batch}"
+        for a in profile["lerobot_train_args"]
+    ]
     return {**profile, "lerobot_train_args": args, "batch_size": batch}
 
 
-def row(name: str, which: str, profile: dict[str, Any], results: Path, run: Any, lerobot_version: str) -> dict:
+def row(
+    name: str, which: str, profile: dict[str, Any], results: Path, run: Any, lerobot_version: str
+) -> dict:
     budget = profile["conditions"]["memory_limit_bytes"]
     promised = (1 - profile["conditions"]["headroom"]) * budget
     batch = profile["batch_size"]
@@ -131,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lerobot", required=True, help="the lerobot-train, its Python or its environment")
     parser.add_argument("--quick", action="store_true", help="the cut-down ACT only")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "trainer_agreement_cpu.csv")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "trainer_agreement_cpu.csv"
+    )
     args = parser.parse_args(argv)
     trainer = find_trainer(args.lerobot)
     rows = []
