@@ -162,6 +162,14 @@ def decide_batch(
     else:
         wanted = throughput_candidates(ceiling, throughput_points)
     top = max(wanted) if target_batch is not None else ceiling
+    if len({r.batch_size for r in search.fitting}) < 2 and ceiling >= 2:
+        # A search started from the estimate may certify its maximum having fitted at one size
+        # only: time a second size, half the ceiling, so that the memory model has two.
+        half = ceiling // 2
+        if target_batch is not None:
+            half = max((d for d in range(1, half + 1) if target_batch % d == 0), default=1)
+        if half not in wanted:
+            wanted = [*wanted, half]
     for size in wanted:
         if size in by_size or (soak and size == top):
             continue

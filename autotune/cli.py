@@ -1,13 +1,14 @@
 """autotune: measure the largest batch that trains and the DataLoader setting that keeps the GPU fed.
 
-Commands: run (tune and write a profile), show, verify (in the real lerobot-train), predict (another
-card), describe (the model)."""
+Commands: run (tune and write a profile, or check it), show, verify (in the real lerobot-train),
+history, schedule (nightly), predict (another card), describe (the model)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import NoReturn
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from autotune import config as C
-from autotune.errors import ProbeError, UserError
+from autotune.errors import ProbeError, Terminated, UserError
+from autotune.estimate_cli import add_estimate_parser, cmd_estimate
+from autotune.rl.cli import add_rl_parser, cmd_rl
 from autotune.search import DEFAULT_MAX_BATCH
 from autotune.units import parse_image_size, parse_size
 from probes.catalogue import POLICIES
@@ -257,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--force", action="store_true", help="re-tune even if the profile is up to date")
     run.add_argument(
+        "--no-check",
+        action="store_true",
+        help="when the profile is up to date, only show it (default: check it: the recommended batch "
+        "for a few steps and the chosen workers for one trial, compared with the history)",
+    )
+    run.add_argument(
         "--wait",
         action="store_true",
         help="if another run is tuning this policy into the same results folder, wait for it "
@@ -319,13 +328,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="the lerobot-train (or its Python, or its environment) to run (default: the one on PATH)",
     )
 
+    history = sub.add_parser("history", help="a policy's runs over time, and a plot of them")
+    _add_policy(history)
+    history.add_argument("--results", type=Path, default=Path("results"))
+
+    schedule = sub.add_parser(
+        "schedule", help="run autotune nightly: print (or --install) a systemd user timer and a cron line"
+    )
+    _add_policy(schedule)
+    schedule.add_argument("--at", default="03:00", metavar="HH:MM", help="when, every night (default 03:00)")
+    schedule.add_argument("--results", type=Path, default=Path("results"))
+    schedule.add_argument("--install", action="store_true", help="write the systemd user units")
+    schedule.add_argument(
+        "run_flags", nargs=argparse.REMAINDER, help="after --: more flags for the nightly autotune run"
+    )
+
     describe = sub.add_parser("describe", help="print the model's configuration and parameter counts")
     _add_policy(describe)
     describe.add_argument("--cameras", type=_positive_int, default=C.DEFAULT_CAMERAS)
     describe.add_argument("--image-size", type=_image_size, default=C.DEFAULT_IMAGE_SIZE, metavar="HxW")
     _add_shape(describe, run=False)
     describe.add_argument("--json", action="store_true", help="a JSON object")
+
+    add_rl_parser(sub)  # autotune rl ppo|rrd (autotune/rl/cli.py)
+    add_estimate_parser(sub)  # autotune estimate (autotune/estimate_cli.py)
     return parser
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -338,12 +369,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from autotune import commands
 
+    signal.signal(signal.SIGTERM, _terminated)
     handlers = {
         "run": commands.cmd_run,
         "show": commands.cmd_show,
         "describe": commands.cmd_describe,
         "predict": commands.cmd_predict,
         "verify": commands.cmd_verify,
+        "history": commands.cmd_history,
+        "schedule": commands.cmd_schedule,
+        "rl": cmd_rl,
+        "estimate": cmd_estimate,
     }
     try:
         with logging_redirect_tqdm():
@@ -354,6 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProbeError as exc:
         print(f"autotune: probe failed: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print("autotune: terminated; earlier results are intact", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("autotune: interrupted; earlier results are intact", file=sys.stderr)
         return 130

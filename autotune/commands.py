@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune import config as C
+from autotune.alarm import EXIT_REGRESSION
 from autotune.errors import ProbeError, UserError
 from autotune.units import format_bytes
 from probes import catalogue
@@ -36,11 +37,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from autotune.devices import probe_environment, resolve_device, resolve_precision
     from autotune.lerobot import default_variant
     from autotune.pipeline import run
+    from autotune.probe_client import remove_orphaned_folders
     from autotune.summary import print_profile
     from autotune.trainer import find_trainer
 
     overrides = _overrides(args.policy, args.overrides)
     trainer = find_trainer(args.lerobot, args.lerobot_version)
+    remove_orphaned_folders()
     environment = probe_environment()
     device = resolve_device(args.device, environment)
     device_best = resolve_precision(None, device, environment)  # bf16; fp16 on a GPU without it; fp32 on CPU
@@ -77,6 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             seed=args.seed,
             policy_overrides=overrides,
             wait=args.wait,
+            check=not args.no_check,
             throughput_points=args.throughput_points,
             soak_steps=args.soak_steps,
             target_batch=args.target_batch,
@@ -88,12 +92,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcome = run(cfg, environment)
     if not outcome.fresh:
         print(f"autotune: the {cfg.policy} profile is up to date (nothing changed); --force re-tunes")
+        for note in outcome.notes[1:]:
+            print(f"autotune: {note}")
     print_profile(outcome.profile)
+    for alert in outcome.alerts:
+        print(f"autotune: {alert.text}")
+    code = EXIT_REGRESSION if any(a.kind == "regression" for a in outcome.alerts) else 0
     if args.verify:
         from autotune.verify import verify_profile
 
-        return verify_profile(cfg.results, cfg.policy, lerobot=args.lerobot, trainer=trainer)
-    return 0
+        code = verify_profile(cfg.results, cfg.policy, lerobot=args.lerobot, trainer=trainer) or code
+    return code
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -126,6 +135,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = MemoryModel.from_dict(data["memory_model"])
     headroom = data["conditions"]["headroom"] if args.headroom is None else args.headroom
     result = predict(model, args.memory, headroom, card=not args.budget)
+    if result.max_batch < 1:
+        need = model.fixed_bytes + model.per_sample_bytes + model.near_limit_unusable_bytes
+        need += 0 if args.budget else model.device_overhead_bytes
+        what = "an allocator budget" if args.budget else "a card"
+        raise UserError(
+            f"{what} of {format_bytes(args.memory)} is too small for {args.policy} as measured: even "
+            f"batch 1 needs about {format_bytes(need)}"
+        )
     cond = data["conditions"]
     if args.json:
         print(
@@ -199,3 +216,16 @@ def cmd_describe(args: argparse.Namespace) -> int:
         return 0
     print_description(args.policy, info)
     return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from autotune.history import show_history
+
+    return show_history(args.results, args.policy)
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from autotune.schedule import schedule
+
+    extra = [a for a in args.run_flags if a != "--"]
+    return schedule(args.policy, args.at, args.results, extra, args.install)

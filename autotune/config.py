@@ -92,6 +92,7 @@ class RunConfig:
     host_memory_limit_bytes: int | None = None  # None: 80% of the available host memory
     policy_overrides: dict[str, Any] = field(default_factory=dict)
     wait: bool = False  # wait for another run holding the results folder's lock, instead of failing
+    check: bool = True  # an up-to-date profile is checked (a few steps, one trial), not just shown
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import logging
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -78,15 +79,33 @@ def model_spec(
     )
 
 
-def ensure_writable(results: Path) -> None:
-    """Fail early, with one line, if the results folder cannot be written."""
-    try:
-        results.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=results, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise UserError(f"results folder {results} cannot be written ({reason}); pass --results DIR") from exc
+# Every folder a run writes into, checked before the first probe.
+RESULT_FOLDERS = (".", "profiles", "profiles/history", "studies", "plots", "datasets")
+MIN_FREE_BYTES = 256 * 1024**2  # for the synthetic dataset, the studies, plots and rows
+
+
+def ensure_writable(results: Path, synthetic: bool = True) -> None:
+    """Fail early, with one line, if the results folder (or one it writes into) cannot be
+    written, or its disk is nearly full. A run on the user's own data creates no ``datasets``
+    folder up front (only an input-bound diagnosis writes there, below the checked results folder)."""
+    for name in RESULT_FOLDERS:
+        folder = results / name
+        if name == "datasets" and not synthetic and not folder.exists():
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+                pass
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            where = "results folder" if name == "." else "folder"
+            raise UserError(f"{where} {folder} cannot be written ({reason}); pass --results DIR") from exc
+    free = shutil.disk_usage(results).free
+    if free < MIN_FREE_BYTES:
+        raise UserError(
+            f"results folder {results} has only {format_bytes(free)} free (a run needs "
+            f"{format_bytes(MIN_FREE_BYTES)}); free some space or pass --results on another disk"
+        )
 
 
 def check_policy(cfg: RunConfig, spec: ModelSpec) -> list[str]:
@@ -140,7 +159,7 @@ def _open(cfg: RunConfig, environment: Environment, held: contextlib.ExitStack) 
     if cfg.dataset is not None:
         data = prepare_dataset(cfg)  # read only: nothing is written for a broken dataset
         policy_args = check_policy(cfg, model_spec(cfg, data, requested))
-        ensure_writable(cfg.results)
+        ensure_writable(cfg.results, synthetic=False)
         held.enter_context(run_lock(cfg.results, cfg.policy, wait=cfg.wait))
     else:
         # The synthetic dataset's shapes are known before it is written: check the model first.
@@ -160,7 +179,7 @@ def _open(cfg: RunConfig, environment: Environment, held: contextlib.ExitStack) 
         data = prepare_dataset(cfg)
         policy_args = check_policy(cfg, model_spec(cfg, data, requested))
     memory_limit = cfg.memory_limit_bytes or default_memory_limit(cfg, environment)
-    fingerprint = fp.take(cfg.device, environment)
+    fingerprint = fp.take(cfg.device, environment, cfg.trainer.version)
     conditions = Conditions(
         device=cfg.device,
         precision=cfg.precision,

@@ -11,3 +11,7 @@ class ProbeError(Exception):
     """A probe failed for a reason other than running out of memory; carries the child's message."""
 
     exit_code = 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: handled like Ctrl-C (children killed, a failed row), exit 143."""

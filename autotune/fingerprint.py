@@ -35,6 +35,8 @@ STALE_WHEN_CHANGED = (
     "torchvision_version",
     "cpu_model",
     "cpu_cores",
+    "cudnn_version",
+    "torchcodec_version",
 )
 
 
@@ -67,13 +69,17 @@ class Fingerprint:
     cpu_cores: int
     host_memory_bytes: int
     python_version: str
+    cudnn_version: str = ""
+    torchcodec_version: str = ""  # in autotune's environment ("" when not installed)
+    lerobot_version: str = ""  # of the lerobot-train the profile is made for
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def changes_from(self, other: dict) -> list[str]:
-        """Names of the staleness-relevant fields that differ from an older fingerprint."""
-        return [k for k in STALE_WHEN_CHANGED if other.get(k) != getattr(self, k)]
+        """Names of the staleness-relevant fields that differ from an older fingerprint (a field
+        an older autotune did not record counts as unchanged)."""
+        return [k for k in STALE_WHEN_CHANGED if k in other and other[k] != getattr(self, k)]
 
 
 def visible_devices(value: str | None) -> list[str] | None:
@@ -242,7 +248,7 @@ def torch_device(environment: Environment, index: int | None) -> GpuFacts | None
     return next((d for d in environment.devices if d.index == index), None)
 
 
-def take(device: str, environment: Environment) -> Fingerprint:
+def take(device: str, environment: Environment, lerobot_version: str = "") -> Fingerprint:
     """Fingerprint the machine as seen for ``device`` (``cpu`` or ``cuda:N``); ``environment`` is
     what a probe child reported of torch (the tuner never imports it)."""
     index = cuda_index(device)
@@ -264,4 +270,7 @@ def take(device: str, environment: Environment) -> Fingerprint:
         cpu_cores=host.cpu_cores(),
         host_memory_bytes=host.total_bytes(),
         python_version=platform.python_version(),
+        cudnn_version=environment.cudnn_version,
+        torchcodec_version=environment.torchcodec_version,
+        lerobot_version=lerobot_version,
     )

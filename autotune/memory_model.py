@@ -12,6 +12,7 @@ after each probe's warm-up and subtracted, once, from a card's size.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -61,11 +62,15 @@ def _stderrs(points: list[tuple[int, float]], fit: MemoryFit) -> tuple[float, fl
     return s * math.sqrt(1 / n + mean_b**2 / sxx), s / math.sqrt(sxx)
 
 
-def fit_model(search: SearchOutcome, device_overhead_bytes: int = 0) -> MemoryModel | None:
-    """The memory model from a search's fitting probes; None with fewer than two sizes."""
+def fit_model(
+    search: SearchOutcome, device_overhead_bytes: int = 0, more: Sequence[tuple[int, float]] = ()
+) -> MemoryModel | None:
+    """The memory model from a search's fitting probes and ``more`` (batch size, peak) points of
+    the same variant (the throughput probes: a search started from the estimate may certify its
+    maximum having fitted at one size only); None with fewer than two sizes."""
     points = [
         (p.batch_size, float(p.peak_reserved_bytes)) for p in search.fitting if p.peak_reserved_bytes > 0
-    ]
+    ] + [(b, float(peak)) for b, peak in more if peak > 0]
     if len({b for b, _ in points}) < 2 or search.max_batch < 1:
         return None
     fit = fit_memory(points)

@@ -6,14 +6,16 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from autotune.alarm import Alert
 from autotune.config import RunConfig
 from autotune.context import RunContext, describe_run, open_run
 from autotune.eta import WorkPlan
 from autotune.prober import BATCH_MEASURE_STEPS, BATCH_WARMUP_STEPS, Prober
-from autotune.profile import up_to_date, write_profile
+from autotune.profile import profile_path, up_to_date, write_profile
 from autotune.progress import Progress
 from autotune.record import run_record
 from autotune.stages.assemble import assemble
+from autotune.stages.check import check_profile, sound_alarm
 from autotune.stages.feed import measure_feed
 from autotune.stages.input_bound import diagnose_input
 from autotune.stages.variant import pick_winner, tune_variant
@@ -29,6 +31,7 @@ class RunOutcome:
     profile: dict[str, Any]  # the new profile, or the current one when nothing changed
     fresh: bool  # tuned now (False: the existing profile was up to date)
     notes: list[str] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)  # changes beyond the noise, against history
 
 
 def run(cfg: RunConfig, environment: Environment) -> RunOutcome:
@@ -40,7 +43,15 @@ def tune(ctx: RunContext) -> RunOutcome:
     cfg = ctx.cfg
     if not cfg.force and (current := up_to_date(cfg.results, cfg.policy, ctx.fingerprint, ctx.conditions)):
         log.info("profile %s is up to date for this machine; --force re-tunes", cfg.policy)
-        return RunOutcome(current, fresh=False, notes=["up to date: nothing changed since the last tune"])
+        notes = ["up to date: nothing changed since the last tune"]
+        if not cfg.check:
+            return RunOutcome(current, fresh=False, notes=notes)
+        prober = Prober(ctx, progress_for(ctx))
+        with run_record(ctx, prober) as record:
+            check = check_profile(ctx, prober, current)
+            record.checked(check.row(current), profile_path(cfg.results, cfg.policy))
+        alerts = sound_alarm(ctx, record.row, check.trial)
+        return RunOutcome(current, fresh=False, notes=[*notes, check.summary], alerts=alerts)
     log.info("%s", describe_run(ctx))
     prober = Prober(ctx, progress_for(ctx))
     with run_record(ctx, prober) as record:
@@ -57,7 +68,8 @@ def tune(ctx: RunContext) -> RunOutcome:
         profile = assemble(ctx, winner, outcomes, workers, feed, bound)
         path = write_profile(cfg.results, profile)
         record.finish(profile, path)
-    return RunOutcome(profile.to_dict(), fresh=True, notes=list(profile.notes))
+    alerts = sound_alarm(ctx, record.row, workers.best.result)
+    return RunOutcome(profile.to_dict(), fresh=True, notes=list(profile.notes), alerts=alerts)
 
 
 def progress_for(ctx: RunContext) -> Progress:
@@ -73,13 +85,27 @@ def progress_for(ctx: RunContext) -> Progress:
         trials=cfg.trials,
         trial_steps=Prober.trial_steps_for(cfg.device_type),
     )
-    quick = catalogue.entry(cfg.policy).quick
-    hints = [
-        "cut the model down (" + " ".join(f"--set {q}" for q in quick) + ")" if quick else "",
-        "smaller cameras (--image-size 96x128)" if ctx.data.kind == "synthetic" else "",
-        f"fewer worker trials (--trials 3; now {cfg.trials})" if cfg.trials > 3 else "",
-        "or run on a GPU",
+    hints = quicker(cfg, ctx.data.image_size, ctx.data.kind)
+    return Progress(plan, max_batch_cap=cfg.max_batch, device_type=cfg.device_type, hints=hints)
+
+
+def quicker(cfg: RunConfig, image_size: tuple[int, int], dataset_kind: str) -> list[str]:
+    """What would make a long CPU run quicker, leaving out what this run already does."""
+    hints = []
+    overrides = {k: str(v) for k, v in cfg.policy_overrides.items()}
+    quick = [
+        q
+        for q in catalogue.entry(cfg.policy).quick
+        if overrides.get(q.partition("=")[0]) != q.partition("=")[2]
     ]
-    return Progress(
-        plan, max_batch_cap=cfg.max_batch, device_type=cfg.device_type, hints=[h for h in hints if h]
-    )
+    if quick:
+        hints.append("cut the model down (" + " ".join(f"--set {q}" for q in quick) + ")")
+    h, w = image_size
+    if dataset_kind == "synthetic" and min(h, w) >= 64:
+        hints.append(f"smaller cameras (--image-size {h // 4 * 2}x{w // 4 * 2})")
+    if cfg.trials > 3:
+        hints.append(f"fewer worker trials (--trials 3; now {cfg.trials})")
+    if len(cfg.variants()) > 1:
+        hints.append("one variant (--trainer-only)")
+    hints.append("or run on a GPU")
+    return hints

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 STDERR_TAIL_CHARS = 4000
 CUDA_DEVICE_ORDER = "PCI_BUS_ID"  # the order NVML numbers GPUs in
+FOLDER_PREFIX = "autotune-probe-"  # then the tuner's pid: autotune-probe-<pid>-<random>
+PARENT_ENV = "AUTOTUNE_PARENT_PID"
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -54,17 +57,70 @@ def child_environment() -> dict[str, str]:
     env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
     env.setdefault("MALLOC_TRIM_THRESHOLD_", "131072")
     env["CUDA_DEVICE_ORDER"] = CUDA_DEVICE_ORDER
+    env[PARENT_ENV] = str(os.getpid())  # the child leaves with us (probes/orphan.py)
     return env
 
 
+def remove_orphaned_folders() -> None:
+    """Probe folders of tuners that are gone (killed before their child could clean up)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
+        pid = folder.name.removeprefix(FOLDER_PREFIX).split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _cgroup_oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has killed in this process's cgroup:
+    cgroup v2's ``memory.events`` (its subtree included) or v1's ``memory.oom_control``; None where
+    neither can be read."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    places = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            places.append(Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.events")
+        elif "memory" in controllers.split(","):
+            places.append(Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.oom_control")
+    for place in places:
+        try:
+            for entry in place.read_text().splitlines():
+                name, _, value = entry.partition(" ")
+                if name == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def run_probe(
-    request: ProbeRequest, timeout_s: float, on_start: Callable[[int], None] | None = None
+    request: ProbeRequest,
+    timeout_s: float,
+    on_start: Callable[[int], None] | None = None,
+    *,
+    retry_killed: bool = True,
 ) -> ProbeResult:
     """Run ``request`` in a child; never raises for what happens inside the child.
 
-    ``on_start`` receives the child's pid (also its process group id) once it is started.
+    ``on_start`` receives the child's pid (also its process group id) once it is started. A child
+    killed by a signal that was not the kernel's out-of-memory killer is an error, not an out of
+    memory: it is run once more in a fresh child before it counts (``retry_killed``).
     """
-    with tempfile.TemporaryDirectory(prefix="autotune-probe-") as tmp:
+    result, killed = _run_once(request, timeout_s, on_start)
+    if killed and retry_killed:
+        log.warning("%s; running it once more in a fresh child", result.message)
+        result, _ = _run_once(request, timeout_s, on_start)
+    return result
+
+
+def _run_once(
+    request: ProbeRequest, timeout_s: float, on_start: Callable[[int], None] | None
+) -> tuple[ProbeResult, bool]:
+    """One child's result, and whether a signal from outside killed it (not the OOM killer)."""
+    oom_kills_before = _cgroup_oom_kills()
+    with tempfile.TemporaryDirectory(prefix=f"{FOLDER_PREFIX}{os.getpid()}-") as tmp:
         request_path = Path(tmp) / "request.json"
         result_path = Path(tmp) / "result.json"
         stderr_path = Path(tmp) / "stderr.txt"
@@ -88,7 +144,7 @@ def run_probe(
                 _kill_group(proc)
                 timed_out = True
             except BaseException:
-                _kill_group(proc)  # Ctrl-C in the tuner: take the probe down with it
+                _kill_group(proc)  # Ctrl-C or SIGTERM in the tuner: take the probe down with it
                 raise
         # Workers the child left behind belong to its group: clean them up.
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -101,26 +157,35 @@ def run_probe(
                 batch_size=request.batch_size,
                 wall_s=wall_s,
                 message=f"killed after {timeout_s:.0f} s without an answer (hung or far too slow)",
-            )
+            ), False
         if result_path.exists():
             result = ProbeResult.from_json(result_path.read_text())
             if result.status == "error" and not result.message:
                 result.message = _last_error_line(stderr_text)
-            return result
+            return result, False
         code = proc.returncode
-        if code == -signal.SIGKILL:
-            # Nobody here killed it: on Linux that is the kernel's out-of-memory killer.
+        oom_kills_after = _cgroup_oom_kills()
+        if (
+            code == -signal.SIGKILL
+            and None not in (oom_kills_before, oom_kills_after)
+            and (
+                oom_kills_after > oom_kills_before  # type: ignore[operator]
+            )
+        ):
+            # The kernel's out-of-memory killer killed a process in our cgroup meanwhile: this one.
             return ProbeResult(
                 status="oom",
                 batch_size=request.batch_size,
                 wall_s=wall_s,
-                message="killed by the operating system (out of host memory)",
-            )
+                message="killed by the kernel's out-of-memory killer (out of host memory)",
+            ), False
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        if code == -signal.SIGKILL:
+            how += " (not by the out-of-memory killer)"
         detail = _last_error_line(stderr_text)
         return ProbeResult(
             status="error",
             batch_size=request.batch_size,
             wall_s=wall_s,
             message=f"the probe process {how} before answering" + (f": {detail}" if detail else ""),
-        )
+        ), code < 0

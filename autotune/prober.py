@@ -8,6 +8,7 @@ from pathlib import Path
 from autotune.config import Variant
 from autotune.context import RunContext
 from autotune.errors import ProbeError
+from autotune.estimate import estimate_request
 from autotune.probe_client import run_probe
 from autotune.progress import Progress
 from autotune.results import probe_row, trial_row
@@ -75,6 +76,14 @@ class Prober:
         self.ctx.writer.add("batch_probes.csv", {**variant.columns(), **probe_row(result, phase)})
         self.progress.probe_done(result)
         return result
+
+    def estimate(self, variant: Variant) -> ProbeResult:
+        """Count the training step's live tensor bytes on the meta device, as this run's device
+        would run ``variant`` (seconds, no GPU memory): not counted, no row."""
+        request = estimate_request(
+            self.ctx.spec(variant), self.ctx.cfg.device, variant.precision, self.ctx.cfg.seed
+        )
+        return run_probe(request, self.ctx.cfg.probe_timeout_s)
 
     def measure(self, variant: Variant, batch_size: int, image_size: tuple[int, int]) -> ProbeResult:
         """A probe outside the run's conditions (another camera size): not counted, no row."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from autotune.errors import UserError
+from autotune.files import write_atomic
 from autotune.fingerprint import Fingerprint
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,15 @@ class Profile:
         return asdict(self)
 
 
+# What `show`, `predict` and `verify` read: a profile without them is refused in one line.
+REQUIRED_FIELDS = tuple(
+    f.name for f in fields(Profile) if f.default is MISSING and f.default_factory is MISSING
+)
+REQUIRED_CONDITIONS = tuple(
+    f.name for f in fields(Conditions) if f.default is MISSING and f.default_factory is MISSING
+)
+
+
 def profile_path(results: Path, policy: str) -> Path:
     return results / "profiles" / f"{policy}.json"
 
@@ -128,10 +137,7 @@ def write_profile(results: Path, profile: Profile) -> Path:
     history = path.parent / "history" / f"{profile.policy}-{profile.run_id}.json"
     text = json.dumps(profile.to_dict(), indent=2) + "\n"
     for target in (history, path):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, target)
+        write_atomic(target, text)
     return path
 
 
@@ -142,9 +148,7 @@ def rewrite_profile(results: Path, policy: str, changes: dict[str, Any]) -> Path
     if data is None:
         raise UserError(f"no {policy} profile in {path}")
     data.update(changes)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
     return path
 
 
@@ -160,6 +164,13 @@ def read_profile(results: Path, policy: str) -> dict[str, Any] | None:
     if not isinstance(data, dict) or data.get("version") != PROFILE_VERSION:
         raise UserError(
             f"{path}: not a version-{PROFILE_VERSION} autotune profile; move it aside and run again"
+        )
+    missing = [name for name in REQUIRED_FIELDS if name not in data]
+    missing += [f"conditions.{k}" for k in REQUIRED_CONDITIONS if k not in (data.get("conditions") or {})]
+    if missing:
+        raise UserError(
+            f"{path}: an autotune profile without {', '.join(missing[:4])}"
+            f"{' and more' if len(missing) > 4 else ''}; move it aside and run again"
         )
     return data
 

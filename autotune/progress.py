@@ -43,6 +43,10 @@ class Progress:
     @contextlib.contextmanager
     def stage(self, name: str, desc: str, total: int | None, unit: str = "probe") -> Iterator[None]:
         """Show a bar for stage ``name`` (one of :data:`autotune.eta.STAGES`) while it runs."""
+        if name == "search" and "search" in self.done:
+            # Another variant (checkpointing, another precision): its memory and step times are
+            # its own; only the children's start-up carries over.
+            self.clock = RunClock(startups_s=list(self.clock.startups_s))
         self.current, self.current_started = name, time.perf_counter()
         self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, disable=None)
         self._refresh()

@@ -39,8 +39,14 @@ class RunRecord:
         self.row.update(fields, probes=self.prober.count, wall_s=round(self.ctx.elapsed_s, 3))
         self.ctx.writer.add("runs.csv", self.row)
 
+    def checked(self, fields: dict[str, Any], path: Path) -> None:
+        """The row of a check of the up-to-date profile at ``path``."""
+        self._write(**fields, profile=str(path))
+
     def failed(self, exc: BaseException) -> None:
-        self._write(status="failed", message=str(exc) or type(exc).__name__)
+        # On a full disk this row cannot be written either: the run's own message matters more.
+        with contextlib.suppress(UserError):
+            self._write(status="failed", message=str(exc) or type(exc).__name__)
 
     def finish(self, profile: Profile, path: Path) -> None:
         default = profile.lerobot_default

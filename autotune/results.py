@@ -10,17 +10,20 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import os
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune.errors import UserError
 from autotune.feed_model import data_fraction
+from autotune.files import append_whole, write_atomic
 from probes.protocol import ProbeResult
 
 if TYPE_CHECKING:
     from autotune.study import TrialRecord
+
+log = logging.getLogger(__name__)
 
 # Shared by every file: which run, and under what conditions.
 RUN_KEY_COLUMNS = [
@@ -38,7 +41,7 @@ RUN_KEY_COLUMNS = [
 ]
 
 BATCH_PROBE_COLUMNS = RUN_KEY_COLUMNS + [
-    "phase",  # search, throughput or soak
+    "phase",  # search, throughput, soak or check
     "batch_size",
     "status",  # ok, oom, error or timeout
     "peak_allocated_bytes",
@@ -74,7 +77,7 @@ WORKER_TRIAL_COLUMNS = RUN_KEY_COLUMNS + [
 ]
 
 RUN_COLUMNS = RUN_KEY_COLUMNS + [
-    "status",  # ok or failed
+    "status",  # ok, checked (an up-to-date profile checked again) or failed
     "dataset",
     "max_batch_size",
     "certified",
@@ -125,11 +128,53 @@ VERIFY_COLUMNS = RUN_KEY_COLUMNS + [
     "message",
 ]
 
+ALERT_COLUMNS = RUN_KEY_COLUMNS + [
+    "kind",  # regression or improvement
+    "metric",  # max_batch_size, samples_per_s, data_s or updt_s
+    "before",  # the median of the last runs under the same conditions
+    "after",
+    "change",  # relative
+    "noise",  # relative: the spread the change was judged against
+    "changed",  # fingerprint fields that changed since the last run
+    "message",
+]
+
+# autotune rl (autotune/rl/records.py): one row per PPO or RRD probe.
+RL_PROBE_COLUMNS = RUN_KEY_COLUMNS + [
+    "algo",  # ppo or rrd
+    "phase",  # search, throughput or soak
+    "searched",  # the size the probe varied: minibatch_size, batch_size or rrd_batch_size
+    "status",
+    "batch_size",  # PPO: rl_games's batch (num_envs x horizon_length); RRD: BATCH_SIZE
+    "minibatch_size",
+    "valid",  # the probed size is one the trainer accepts (PPO: it divides the batch)
+    "num_envs",
+    "horizon_length",
+    "mini_epochs",
+    "rrd_batch_size",
+    "rrd_sample_size",
+    "obs_shape",
+    "obs_dtype",
+    "act_dim",
+    "hidden",
+    "peak_allocated_bytes",
+    "peak_reserved_bytes",
+    "step_time_s",
+    "updt_s",
+    "samples_per_s",
+    "steps",
+    "wall_s",
+    "memory_cap_bytes",
+    "message",
+]
+
 FILES: dict[str, list[str]] = {
     "batch_probes.csv": BATCH_PROBE_COLUMNS,
     "worker_trials.csv": WORKER_TRIAL_COLUMNS,
     "runs.csv": RUN_COLUMNS,
     "verify.csv": VERIFY_COLUMNS,
+    "alerts.csv": ALERT_COLUMNS,
+    "rl_probes.csv": RL_PROBE_COLUMNS,
 }
 
 
@@ -148,15 +193,37 @@ def _is_subsequence(old: Sequence[str], new: Sequence[str]) -> bool:
     return all(any(column == candidate for candidate in remaining) for column in old)
 
 
+def repair_torn_row(path: Path) -> None:
+    """A last row a crash cut short (no line end) is moved aside to ``<file>.torn-<time>`` and the
+    file cut back to its last whole row; never glued to."""
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    keep = data.rfind(b"\n") + 1
+    aside = path.with_name(f"{path.name}.torn-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    aside.write_bytes(data[keep:])
+    write_atomic(path, data[:keep].decode())
+    log.warning("%s ended in a torn row (a crash mid-write); moved it aside to %s", path, aside)
+
+
 def check_header(path: Path, columns: Sequence[str]) -> None:
     """Make the file at ``path`` take rows of ``columns``.
 
     A file written by an older autotune, whose columns are these less some added since (in the
     same order), is upgraded: rewritten atomically with the new header, every old row kept and the
-    new columns left empty. A file with other columns is refused, untouched.
+    new columns left empty. A file with other columns is refused, untouched. A torn last row is
+    moved aside first.
     """
     if not path.exists() or path.stat().st_size == 0:
         return
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path} is not a CSV autotune wrote (bytes that are not UTF-8 at offset {exc.start}); "
+            "move it aside and run again"
+        ) from None
+    repair_torn_row(path)
     with open(path, newline="") as f:
         existing = next(csv.reader(f), [])
     if existing == list(columns):
@@ -176,38 +243,16 @@ def append_rows(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, 
     rows = list(rows)
     if not rows:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.stat().st_size > 0:
         check_header(path, columns)
-        data = _render(columns, rows, header=False)
-        with open(path, "a", newline="") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        append_whole(path, _render(columns, rows, header=False))
         return
-    data = _render(columns, rows, header=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, _render(columns, rows, header=True))
 
 
 def replace_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
     """Write a whole CSV at ``path`` atomically: a temporary file beside it, then a rename."""
-    data = _render(columns, rows, header=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, _render(columns, rows, header=True))
 
 
 class ResultsWriter:

@@ -21,6 +21,14 @@ where the bracket is narrow the next probe is the size just below it. Guards kee
 logarithmic: bisection when guided probes keep failing to halve the bracket, galloping when the
 size creeps one at a time (up where memory stays flat, down where the limit sits lower than the
 models say).
+
+Started from an estimate (``estimate=``, the line ``autotune estimate`` counts on the meta device),
+the first probe goes straight to the maximum the estimate predicts, and the estimate's slope, anchored
+at the measured peaks, aims the next ones until the probes span enough sizes to measure their own:
+with an estimate within 5% of a straight curve, 3 or 4 probes certify it. Noise larger than a sample
+(on a loaded CPU a peak repeated 2% of the budget apart) makes misses next to the limit common:
+after the one retry just below a narrow miss, every further probe in that bracket stays where the
+worst case needs no more probes than bisecting the bracket would (:func:`_bisection_safe`).
 """
 
 from __future__ import annotations
@@ -153,6 +161,7 @@ def find_max_batch(
     start: int = 1,
     max_batch: int = DEFAULT_MAX_BATCH,
     on_probe: Callable[[ProbeResult], None] | None = None,
+    estimate: MemoryFit | None = None,
 ) -> SearchOutcome:
     """Search the largest batch in ``[1, max_batch]`` whose probe fits ``budget_bytes``.
 
@@ -161,6 +170,10 @@ def find_max_batch(
     A probe that reports a smaller allocator cap than ``budget_bytes`` (the device had less: a MIG
     slice, other processes, the CUDA context and libraries) lowers the budget the search aims at
     and reports (:func:`effective_budget`).
+
+    ``estimate``, a predicted peak memory line (the budget's units: reserved bytes inside the
+    allocator's cap), starts the search at the maximum it predicts (unless ``start`` is given) and
+    lends its slope until the probes measure their own; the answer is still certified by probes.
     """
     if budget_bytes <= 0:
         raise ValueError(f"budget must be positive, got {budget_bytes}")
@@ -169,6 +182,11 @@ def find_max_batch(
 
     outcome = SearchOutcome(max_batch=0, certified=False, capped=False, budget_bytes=budget_bytes)
     state = _Bracket(lo=0, hi=max_batch + 1)
+    if estimate is not None and estimate.per_sample_bytes > 0:
+        state.prior_slope = estimate.per_sample_bytes
+        if start == 1:
+            start = min(max(1, estimate.max_batch_under(budget_bytes)), max_batch)
+            state.from_estimate = True
     fit_points: list[tuple[int, float]] = []
 
     def run(size: int) -> ProbeResult:
@@ -199,6 +217,9 @@ def find_max_batch(
     while state.hi - state.lo > 1:
         before, bounded = (state.lo, state.hi), state.seen_oom
         candidate = _next_candidate(state, fit_points, outcome.budget_bytes)
+        if state.narrow_misses and not state.retrying:
+            candidate = _bisection_safe(candidate, state.lo, state.hi)
+        state.retrying = False
         result = run(candidate)
         # Progress guards: a bounded bracket that guided probes fail to halve, or a fitting size
         # that creeps up one at a time, switches to bisection or galloping (see _next_candidate).
@@ -208,6 +229,8 @@ def find_max_batch(
         state.sinks = state.sinks + 1 if not result.fits and candidate == before[1] - 1 else 0
         state.overshot = not result.fits and state.lo > 0
         state.overshoots += state.overshot
+        if not result.fits and state.lo > 0 and state.hi - state.lo <= GUARD_BRACKET * state.lo:
+            state.narrow_misses += 1
         log.debug("bracket [%d, %d) after probing %d", state.lo, state.hi, candidate)
 
     outcome.max_batch = state.lo
@@ -236,6 +259,12 @@ class _Bracket:
     stalls: int = 0  # consecutive probes that did not halve a bounded bracket
     creeps: int = 0  # consecutive probes at lo + 1 that fitted
     sinks: int = 0  # consecutive probes at hi - 1 that ran out of memory
+    prior_slope: float = 0.0  # bytes per sample an estimate predicts (0: none)
+    from_estimate: bool = False  # the first probe went to the estimate's maximum
+    narrow_misses: int = 0  # probes that ran out of memory in a narrow bracket
+    low_misses: int = 0  # probes below the estimate's maximum that ran out of memory, none fitting yet
+    retried: bool = False  # the one retry just below a narrow miss was taken
+    retrying: bool = False  # the candidate now is that retry
 
 
 # Far from the limit, a line fitted at small sizes is uncertain (memory curves bend upwards as the
@@ -260,6 +289,16 @@ CURVE_CHECK = 0.01
 # size that fitted, a probe aimed at the limit that ran out of memory is taken to have missed by
 # that noise: the size just below is tried next, and then again the size below that.
 NOISE_BRACKET = 1 / 3
+# Started from an estimate whose maximum ran out of memory: step down by this share of it, doubled
+# at every further miss (an estimate within 5% is then found below in one probe).
+ESTIMATE_STEP = 0.05
+# The estimate's slope is used while the fitting sizes span less than this share of the largest.
+PRIOR_SPAN = 1 / 4
+# A miss that leaves a bracket at most this share of the largest fitting size wide is taken for
+# noise (2% of the budget is a few percent of the batch): once the retry just below a miss has
+# been spent, every probe in such a bracket is kept bisection-safe (:func:`_bisection_safe`). Wider
+# brackets, where the limit sits lower than the models said, keep galloping down from the miss.
+GUARD_BRACKET = 1 / 8
 
 
 def _parabola_checks_out(points: list[tuple[int, float]]) -> bool:
@@ -295,6 +334,26 @@ def _curved_crossing(
     return (curved + min(line_crossing, hi - 0.5)) / 2
 
 
+def _long_secant(points: list[tuple[int, float]], lo: int, anchor: float) -> tuple[float, float, int] | None:
+    """The slope from the largest fitting size at most half of ``lo`` to ``lo`` (peak ``anchor``)."""
+    below = [(b, p) for b, p in sorted(dict(points).items()) if 2 * b <= lo]
+    if not below:
+        return None
+    b1, p1 = below[-1]
+    return (anchor - p1) / (lo - b1), anchor, lo - b1
+
+
+def _bisection_safe(candidate: int, lo: int, hi: int) -> int:
+    """The size nearest ``candidate`` inside ``(lo, hi)`` after which, fit or not, the bracket left
+    is at most half the power of two that bisection would need for ``(lo, hi)``: from there on the
+    worst case takes no more probes than bisecting."""
+    width = hi - lo
+    if width <= 2:
+        return candidate
+    half = 1 << (math.ceil(math.log2(width)) - 1)
+    return min(max(candidate, hi - half), lo + half)
+
+
 def _next_candidate(state: _Bracket, fit_points: list[tuple[int, float]], budget_bytes: int) -> int:
     """The next size to probe, strictly inside ``(lo, hi)``."""
     lo, hi = state.lo, state.hi
@@ -304,6 +363,11 @@ def _next_candidate(state: _Bracket, fit_points: list[tuple[int, float]], budget
     def inside(size: int) -> int:
         return min(max(size, lo + 1), lo * MAX_GROWTH, hi - 1)
 
+    if lo == 0 and state.from_estimate and ESTIMATE_STEP * 2**state.low_misses < 1 / 2:
+        # The estimate's maximum did not fit: step down by its likely error, then by twice that.
+        step = ESTIMATE_STEP * 2**state.low_misses
+        state.low_misses += 1
+        return max(1, min(hi - 1, math.floor(hi * (1 - step))))
     if lo == 0:
         # Even the start size did not fit: halve towards 1.
         return max(1, hi // 2)
@@ -319,11 +383,26 @@ def _next_candidate(state: _Bracket, fit_points: list[tuple[int, float]], budget
         return inside(hi - 2 ** (state.sinks - 1 if narrow else state.sinks))
     if state.overshot and last_jumped and hi - lo > 2:
         return lo + max(1, math.floor(RECOVER * (hi - lo)))
-    if state.overshot and last_near and narrow and hi - lo > 2:
+    if state.overshot and last_near and narrow and hi - lo > 2 and not state.retried:
         # A probe aimed at the crossing missed it narrowly: by measurement noise more likely than
         # by a bend the models missed, so the size just below is the likeliest maximum.
+        state.retried = state.retrying = True
         return hi - 1
     line = _local_line(fit_points)
+    anchor = dict(fit_points).get(lo)
+    if (
+        state.prior_slope
+        and anchor is not None
+        and (line is None or line[0] <= 0 or line[2] < PRIOR_SPAN * lo)
+    ):
+        # Too few or too close sizes to measure a slope: the estimate's, through the largest fit.
+        line = (state.prior_slope, anchor, math.inf)
+    elif line is not None and anchor is not None:
+        longer = _long_secant(fit_points, lo, anchor)
+        if longer is not None and line[0] < longer[0] / 2:
+            # Memory never bends down as the batch grows: a local slope far below the longer one
+            # is measurement noise over too short a span (it would aim far past the limit).
+            line = longer
     if line is None:
         guess = (lo + hi) // 2 if bounded else max(SECOND_PROBE, lo * 4)
         return inside(guess)

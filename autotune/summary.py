@@ -68,7 +68,7 @@ def print_profile(p: dict[str, Any]) -> None:
                 f"{p['grad_accum_steps']} steps: effective batch {p['batch_size'] * p['grad_accum_steps']}",
             ),
         )
-    for c in p.get("comparisons", []) if len(p.get("comparisons", [])) > 1 else []:
+    for c in p.get("comparisons", []) if cond.get("compare") else []:
         rows.append(
             (
                 "compared",

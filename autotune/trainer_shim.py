@@ -58,8 +58,26 @@ def descendants(pid):
     return found
 
 
+def leave_with_parent(folder):
+    """If autotune is killed, remove its folder and take this process group down (the trainer and
+    its DataLoader workers) rather than train on, orphaned."""
+    import shutil
+    import signal
+
+    parent = os.getppid()
+
+    def watch():
+        while not threading.Event().wait(0.5):
+            if os.getppid() != parent:
+                shutil.rmtree(folder, ignore_errors=True)
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main():
     result_path, module_name = sys.argv[1], sys.argv[2]
+    leave_with_parent(os.path.dirname(result_path))
     args = sys.argv[3:]
     module = importlib.import_module(module_name)
     baseline = rss_bytes()

@@ -209,7 +209,7 @@ def judge(profile: dict[str, Any], run: TrainerRun) -> Verdict:
 def check_machine(profile: dict[str, Any], path: Path, trainer: Trainer) -> None:
     """The profile must come from this machine and be made for this trainer."""
     device = profile["conditions"]["device"]
-    now = fp.take(device, probe_environment())
+    now = fp.take(device, probe_environment(), trainer.version)
     changed = now.changes_from(profile.get("fingerprint", {}))
     if changed:
         raise UserError(

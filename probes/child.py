@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from probes.orphan import leave_with_parent
 from probes.protocol import ProbeRequest, ProbeResult
 
 log = logging.getLogger("probes.child")
@@ -40,6 +41,14 @@ def runner_for(kind: str) -> Runner:
         from probes import loading
 
         return loading.run_worker_probe if kind == "workers" else loading.run_decode_probe
+    if kind == "estimate":
+        from probes.estimate import run_estimate_probe
+
+        return run_estimate_probe
+    if kind in ("ppo", "rrd"):
+        from probes.rl import ppo, rrd
+
+        return ppo.run_ppo_probe if kind == "ppo" else rrd.run_rrd_probe
     from probes import info
 
     runners: dict[str, Runner] = {
@@ -59,6 +68,7 @@ def main(argv: list[str]) -> int:
         stream=sys.stderr,
     )
     request_path, result_path = Path(argv[0]), Path(argv[1])
+    leave_with_parent(request_path.parent)
     request = ProbeRequest.from_json(request_path.read_text())
     started = time.perf_counter()
 

@@ -76,6 +76,7 @@ def run_environment_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, An
         torch_cuda_version=torch.version.cuda or "",
         cudnn_version=str(cudnn or ""),
         torchvision_version=_version("torchvision"),
+        torchcodec_version=_version("torchcodec"),
         cuda_available=available,
         arch_list=list(torch.cuda.get_arch_list()) if torch.version.cuda else [],
         devices=devices,

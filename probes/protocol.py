@@ -14,7 +14,7 @@ from typing import Any, Literal
 Status = Literal["ok", "oom", "error", "timeout"]
 STATUSES: tuple[str, ...] = ("ok", "oom", "error", "timeout")
 PRECISIONS: tuple[str, ...] = ("bf16", "fp16", "fp32")
-Kind = Literal["batch", "workers", "decode", "dataset", "environment", "describe"]
+Kind = Literal["batch", "workers", "decode", "dataset", "environment", "describe", "ppo", "rrd", "estimate"]
 
 
 @dataclass
@@ -82,6 +82,7 @@ class Environment:
     cuda_available: bool
     arch_list: list[str]  # compute architectures torch was built for (sm_80, ...)
     devices: list[GpuFacts] = field(default_factory=list)
+    torchcodec_version: str = ""  # "" when torchcodec is not installed
 
 
 @dataclass
@@ -121,6 +122,12 @@ class ProbeRequest:
     persistent_workers: bool = True
     multiprocessing_context: str | None = "spawn"  # None: the platform's default start method
     synthetic: SyntheticRequest | None = None
+    # kind="ppo" / "rrd" (autotune rl): the networks and batch shape, read by probes/rl/spec.py; the
+    # probed size is batch_size (PPO: the minibatch; RRD: BATCH_SIZE or the subsequence count).
+    rl: dict[str, Any] | None = None
+    # kind="estimate": the batch sizes to count the training step's live tensor bytes at, on the meta
+    # device, as ``device`` (its type) would run it at ``precision`` (probes/estimate.py).
+    estimate_batch_sizes: list[int] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -167,6 +174,9 @@ class ProbeResult:
     memory_cap_bytes: int = 0
     warmup_peak_reserved_bytes: int = 0  # the warm-up's own peak (cuDNN's algorithm search included)
     warmup_steps: int = 0  # taken: at least the request's, until the optimizer held its state
+    # kind="estimate": ``points`` ([batch_size, peak live tensor bytes]), ``segment_rounding``, the
+    # weights' and the optimizer state's bytes, the target device type and precision (probes/estimate.py).
+    estimate: dict[str, Any] | None = None
     step_times_s: list[float] = field(default_factory=list)
     data_times_s: list[float] = field(default_factory=list)
     dataset: DatasetInfo | None = None

@@ -10,6 +10,7 @@ from autotune.batch import BatchDecision, decide_batch
 from autotune.config import Variant
 from autotune.context import RunContext
 from autotune.errors import UserError
+from autotune.estimate import search_start
 from autotune.lerobot import can_reproduce
 from autotune.memory_model import MemoryModel, fit_model
 from autotune.prober import Prober
@@ -38,9 +39,13 @@ def tune_variant(ctx: RunContext, prober: Prober, variant: Variant) -> VariantOu
     """The certified maximum, then throughput and soak, for one variant."""
     cfg = ctx.cfg
     progress = prober.progress
+    estimate = search_start(ctx, prober, variant)  # None: the search starts blind
     with progress.stage("search", f"search ({variant.label})", total=None):
         search = find_max_batch(
-            lambda size: prober.batch(variant, size, "search"), ctx.memory_limit, max_batch=cfg.max_batch
+            lambda size: prober.batch(variant, size, "search"),
+            ctx.memory_limit,
+            max_batch=cfg.max_batch,
+            estimate=estimate,
         )
     progress.search_done(search.max_batch)
     say_budget(ctx.memory_limit, search, asked_by_user=ctx.cfg.memory_limit_bytes is not None)
@@ -56,8 +61,6 @@ def tune_variant(ctx: RunContext, prober: Prober, variant: Variant) -> VariantOu
         "certified" if search.certified else "capped at --max-batch",
         len(search.probes),
     )
-    overhead = max((p.device_overhead_bytes for p in search.probes), default=0)
-    outcome.model = fit_model(search, overhead)
     points = cfg.effective_throughput_points()
     soak_steps = cfg.effective_soak_steps()
     with progress.stage("batch", f"throughput and soak ({variant.label})", total=points):
@@ -71,6 +74,9 @@ def tune_variant(ctx: RunContext, prober: Prober, variant: Variant) -> VariantOu
             accumulate=cfg.trainer.abilities.grad_accumulation_flag is not None,
         )
     d = outcome.decision
+    overhead = max((p.device_overhead_bytes for p in search.probes), default=0)
+    timed = [(t.batch_size, t.peak_reserved_bytes) for t in d.curve if t.phase == "throughput"]
+    outcome.model = fit_model(search, overhead, timed)
     log.info(
         "%s: batch %d recommended (headroom allows %d%s), %.2f samples/s",
         variant.label,

@@ -160,3 +160,18 @@ def test_a_trainer_without_accumulation_takes_a_target_batch_that_fits_whole() -
     # One that does not fit whole is still split; the printed command says the trainer cannot.
     split = decide_batch(search, sized, headroom=0.1, target_batch=1024, accumulate=False)
     assert split.grad_accum_steps > 1 and split.batch_size * split.grad_accum_steps == 1024
+
+
+def test_a_search_that_fitted_at_one_size_only_gets_a_second_size_for_the_memory_model() -> None:
+    from autotune.memory_model import fit_model
+
+    base = FakeProbe(DEFAULT_CURVE, 4 * GiB)
+    search = find_max_batch(base, 4 * GiB, max_batch=64, start=64)  # capped: one probe, at 64
+    assert [r.batch_size for r in search.probes] == [64]
+    assert fit_model(search) is None
+    probe = SoakingProbe(base)
+    decision = decide_batch(search, probe, headroom=0.10, throughput_points=1)
+    assert (32, "throughput") in probe.calls
+    timed = [(p.batch_size, p.peak_reserved_bytes) for p in decision.curve if p.phase == "throughput"]
+    model = fit_model(search, more=timed)
+    assert model is not None and model.per_sample_bytes == pytest.approx(10 * MiB, rel=0.01)

@@ -65,3 +65,18 @@ def test_a_search_that_ends_early_still_says_the_estimate(caplog) -> None:
         watch.probe_done(ProbeResult(status="oom", batch_size=4))
     watch.search_done(max_batch=3)
     assert any(r.getMessage().startswith("estimate:") for r in caplog.records)
+
+
+def test_the_hints_leave_out_what_the_run_already_does() -> None:
+    from autotune.config import RunConfig
+    from autotune.pipeline import quicker
+
+    cut_down = {"dim_model": 64, "dim_feedforward": 128, "n_encoder_layers": 1, "n_vae_encoder_layers": 1}
+    small = RunConfig(policy="act", device="cpu", precision="fp32", policy_overrides=cut_down, trials=3)
+    assert quicker(small, (48, 64), "synthetic") == ["or run on a GPU"]
+    full = RunConfig(policy="act", device="cpu", precision="fp32", trials=8, mission_precision="fp32")
+    hints = quicker(full, (480, 640), "synthetic")
+    assert hints[0].startswith("cut the model down (--set dim_model=64")
+    assert "smaller cameras (--image-size 240x320)" in hints
+    assert "fewer worker trials (--trials 3; now 8)" in hints and "one variant (--trainer-only)" in hints
+    assert quicker(full, (480, 640), "user")[1] == "fewer worker trials (--trials 3; now 8)"

@@ -63,3 +63,26 @@ def test_a_csv_from_an_older_autotune_gains_the_new_columns_and_keeps_its_rows(t
         frame["batch_size"].iloc[0] == 7 and pd.isna(frame["steps"].iloc[0]) and frame["steps"].iloc[1] == 3
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["batch_probes.csv"]
+
+
+def test_a_csv_with_bytes_that_are_not_utf8_is_named_and_left_alone(tmp_path) -> None:
+    path = tmp_path / "runs.csv"
+    path.write_bytes(b"run_id,x\n\xff\xfe,1\n")
+    with pytest.raises(UserError, match=r"runs.csv is not a CSV autotune wrote.*move it aside"):
+        ResultsWriter(tmp_path, {"run_id": "y"})
+    assert path.read_bytes() == b"run_id,x\n\xff\xfe,1\n"
+
+
+def test_a_row_torn_by_a_crash_is_moved_aside_and_never_glued_to(tmp_path) -> None:
+    path = tmp_path / "batch_probes.csv"
+    whole = {c: "" for c in BATCH_PROBE_COLUMNS} | {"run_id": "a", "batch_size": 1}
+    append_rows(path, BATCH_PROBE_COLUMNS, [whole])
+    intact = path.read_text()
+    with open(path, "a") as f:
+        f.write("b,2026-11-25,act,cpu,,fp32,Fal")  # the crash came mid-row
+    append_rows(path, BATCH_PROBE_COLUMNS, [whole | {"run_id": "c"}])
+    frame = pd.read_csv(path)
+    assert frame.run_id.tolist() == ["a", "c"]
+    assert path.read_text().startswith(intact)
+    (aside,) = tmp_path.glob("batch_probes.csv.torn-*")
+    assert aside.read_text() == "b,2026-11-25,act,cpu,,fp32,Fal"

@@ -78,13 +78,36 @@ def test_csvs_share_one_run_id_and_certify_the_maximum(act_run) -> None:
     assert (fitting.peak_reserved_bytes <= 470 * 1024**2).all()
 
 
-def test_a_second_run_finds_the_profile_up_to_date(act_run) -> None:
+def test_a_second_run_finds_the_profile_up_to_date_and_checks_it(act_run) -> None:
     cwd, _ = act_run
-    before = (cwd / "results" / "runs.csv").read_text()
+    runs_before = (cwd / "results" / "runs.csv").read_text()
+    quiet = autotune(*RUN_ACT, "--no-check", cwd=cwd)
+    assert quiet.returncode == 0 and "up to date" in quiet.stdout
+    assert (cwd / "results" / "runs.csv").read_text() == runs_before  # nothing measured
     proc = autotune(*RUN_ACT, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "up to date" in proc.stdout
-    assert (cwd / "results" / "runs.csv").read_text() == before
+    assert "up to date" in proc.stdout and "autotune: checked: batch" in proc.stdout
+    runs = pd.read_csv(cwd / "results" / "runs.csv")
+    assert (cwd / "results" / "runs.csv").read_text().startswith(runs_before)
+    assert runs.status.tolist()[-1] == "checked" and runs.samples_per_s.iloc[-1] > 0
+    probes = pd.read_csv(cwd / "results" / "batch_probes.csv")
+    assert probes.phase.tolist()[-1] == "check"
+    assert pd.read_csv(cwd / "results" / "worker_trials.csv").trial.tolist()[-1] == -1
+
+
+def test_a_check_far_below_the_history_is_a_regression_exit_4(act_run) -> None:
+    cwd, _ = act_run
+    runs_csv = cwd / "results" / "runs.csv"
+    runs = pd.read_csv(runs_csv, keep_default_na=False, dtype=str)
+    earlier = runs[runs.status == "ok"].iloc[-1].to_dict()
+    fast = float(earlier["samples_per_s"]) * 10  # as if the machine had been ten times faster
+    history = [earlier | {"run_id": f"past-{i}", "samples_per_s": str(fast + i)} for i in range(5)]
+    pd.concat([runs, pd.DataFrame(history)]).to_csv(runs_csv, index=False)
+    proc = autotune(*RUN_ACT, cwd=cwd)
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    assert any(line.startswith("autotune: regression: samples/s") for line in proc.stdout.splitlines())
+    alerts = pd.read_csv(cwd / "results" / "alerts.csv")
+    assert alerts.kind.tolist()[-1] == "regression" and alerts.metric.tolist()[-1] == "samples_per_s"
 
 
 def test_show_prints_the_profile(act_run) -> None:
@@ -169,3 +192,5 @@ def test_predict_reads_the_memory_model_of_the_latest_profile(act_run) -> None:
     assert bigger["max_batch"] > same["max_batch"]
     text = autotune("predict", "--policy", "act", "--memory", "450MiB", "--budget", cwd=cwd).stdout
     assert "predicted max batch" in text and "--memory-limit" in text
+    tiny = autotune("predict", "--policy", "act", "--memory", "1KiB", cwd=cwd)
+    assert tiny.returncode == 2 and "too small for act as measured: even batch 1 needs about" in tiny.stderr

@@ -23,7 +23,8 @@ needs_lerobot = pytest.mark.skipif(
 )
 RUN = [
     "run", "--policy", "act", "--device", "cpu", "--memory-limit", "560MiB", "--image-size", "48x64",
-    "--trials", "1", "--trainer-only", "--lerobot", str(LEROBOT), *set_flags(SMALL_ACT),
+    "--trials", "1", "--trainer-only", "--throughput-points", "1", "--soak-steps", "1",
+    "--lerobot", str(LEROBOT), *set_flags(SMALL_ACT),
 ]  # fmt: skip
 
 

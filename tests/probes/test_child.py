@@ -67,3 +67,25 @@ def _group_of(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat[stat.rindex(")") + 2 :].split()[2])
+
+
+def test_a_probe_killed_from_outside_is_an_error_tried_once_more_never_out_of_memory() -> None:
+    import os
+    import signal
+
+    started: list[int] = []
+
+    def kill_the_first(pid: int) -> None:
+        started.append(pid)
+        if len(started) == 1:
+            os.kill(pid, signal.SIGKILL)  # not the kernel's OOM killer: somebody else
+
+    result = run_probe(request(2, 2048 * MiB), timeout_s=300, on_start=kill_the_first)
+    assert len(started) == 2 and result.status == "ok", result.message  # the fresh child measured
+
+    def kill_every(pid: int) -> None:
+        os.kill(pid, signal.SIGKILL)
+
+    result = run_probe(request(2, 2048 * MiB), timeout_s=300, on_start=kill_every)
+    assert result.status == "error"
+    assert "SIGKILL (not by the out-of-memory killer)" in result.message
