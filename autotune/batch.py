@@ -19,10 +19,10 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from autotune.errors import ProbeError
-from autotune.search import SearchOutcome
+from autotune.search import SearchOutcome, fit_memory
 from probes.protocol import ProbeResult
 
 log = logging.getLogger(__name__)
@@ -146,13 +146,16 @@ def decide_batch(
     (a trainer that cannot accumulate gradients) a target batch that fits whole is taken whole;
     one that does not is still split, and the command will say the trainer cannot do it.
     """
-    ceiling = headroom_batch(search, headroom)
+    anchored, anchor = _anchored(search, probe, target_batch)
+    ceiling = headroom_batch(anchored, headroom)
     decision = BatchDecision(batch_size=ceiling, headroom_batch=ceiling)
     by_size: dict[int, ThroughputPoint] = {
         r.batch_size: _point(r, "search")
         for r in search.fitting
         if r.batch_size <= ceiling and r.samples_per_s > 0
     }
+    if anchor is not None and anchor.batch_size <= ceiling:
+        by_size[anchor.batch_size] = _point(anchor, "throughput")
     if target_batch is not None:
         wanted = split_target(target_batch, ceiling)
         if not accumulate and target_batch in wanted:
@@ -162,14 +165,6 @@ def decide_batch(
     else:
         wanted = throughput_candidates(ceiling, throughput_points)
     top = max(wanted) if target_batch is not None else ceiling
-    if len({r.batch_size for r in search.fitting}) < 2 and ceiling >= 2:
-        # A search started from the estimate may certify its maximum having fitted at one size
-        # only: time a second size, half the ceiling, so that the memory model has two.
-        half = ceiling // 2
-        if target_batch is not None:
-            half = max((d for d in range(1, half + 1) if target_batch % d == 0), default=1)
-        if half not in wanted:
-            wanted = [*wanted, half]
     for size in wanted:
         if size in by_size or (soak and size == top):
             continue
@@ -204,6 +199,30 @@ def decide_batch(
         decision.target_batch = target_batch
         decision.grad_accum_steps = target_batch // decision.batch_size
     return decision
+
+
+def _anchored(
+    search: SearchOutcome, probe: SizedProbe, target_batch: int | None
+) -> tuple[SearchOutcome, ProbeResult | None]:
+    """The search's evidence, with a probe at half the maximum where its fitting sizes all lie in
+    the top half (a search started from the estimate certifies next to the limit): a line through
+    sizes one apart is noise, and would place the headroom batch far off. The probe is timed like
+    a throughput point and gives the memory model its second size."""
+    sizes = {r.batch_size for r in search.fitting}
+    if search.max_batch < 4 or (sizes and min(sizes) <= search.max_batch // 2):
+        return search, None
+    half = search.max_batch // 2
+    if target_batch is not None:
+        half = max((d for d in range(1, half + 1) if target_batch % d == 0), default=1)
+    result = _check(probe(half, "throughput"))
+    if not result.fits:
+        return search, None
+    probes = [*search.probes, result]
+    points = [
+        (p.batch_size, float(p.peak_reserved_bytes)) for p in probes if p.fits and p.peak_reserved_bytes > 0
+    ]
+    fit = fit_memory(points) or search.fit
+    return replace(search, probes=probes, fit=fit), result
 
 
 def split_target(target: int, ceiling: int, keep: int = 3) -> list[int]:

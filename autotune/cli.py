@@ -260,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--force", action="store_true", help="re-tune even if the profile is up to date")
     run.add_argument(
+        "--no-estimate",
+        action="store_true",
+        help="start each search blind, at batch 1 (default: from the estimate counted on the meta "
+        "device, seconds on a GPU machine, about 10 s per variant on a small CPU)",
+    )
+    run.add_argument(
         "--no-check",
         action="store_true",
         help="when the profile is up to date, only show it (default: check it: the recommended batch "

@@ -81,6 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             policy_overrides=overrides,
             wait=args.wait,
             check=not args.no_check,
+            estimate=not args.no_estimate,
             throughput_points=args.throughput_points,
             soak_steps=args.soak_steps,
             target_batch=args.target_batch,

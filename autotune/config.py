@@ -93,6 +93,7 @@ class RunConfig:
     policy_overrides: dict[str, Any] = field(default_factory=dict)
     wait: bool = False  # wait for another run holding the results folder's lock, instead of failing
     check: bool = True  # an up-to-date profile is checked (a few steps, one trial), not just shown
+    estimate: bool = True  # each search starts from the meta-device estimate (autotune estimate)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

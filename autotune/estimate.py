@@ -197,7 +197,7 @@ def search_start(ctx: Any, prober: Any, variant: Any) -> MemoryFit | None:
     cannot estimate (the tests' fakes) or an estimate that fails costs nothing but the head start.
     """
     ask = getattr(prober, "estimate", None)
-    if ask is None:
+    if ask is None or not ctx.cfg.estimate:
         return None
     spec = ctx.spec(variant)
     try:

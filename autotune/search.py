@@ -237,6 +237,12 @@ def find_max_batch(
     outcome.capped = not state.seen_oom
     outcome.certified = state.seen_oom and state.hi == state.lo + 1
     outcome.fit = fit_memory(fit_points)
+    if outcome.fit is None and fit_points and state.prior_slope > 0:
+        # Started from the estimate, the search may certify its maximum having fitted at one size
+        # only: the estimate's slope through that measured peak places the headroom (the soak
+        # then checks the recommended batch against it for real).
+        size, peak = max(fit_points)
+        outcome.fit = MemoryFit(peak - state.prior_slope * size, state.prior_slope, points=1)
     return outcome
 
 

@@ -163,7 +163,13 @@ def fault_two_runs(base: Path, tmp: Path) -> Outcome:
     ok = one_line(second, 2, f"autotune run {first.pid}", "--wait")
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=120)
-    return Outcome("two runs into one results folder", ok, 0, second.returncode, second.stderr.strip()[-160:])
+    return Outcome(
+        "two runs into one results folder",
+        ok,
+        0,
+        second.returncode,
+        (second.stderr.strip().splitlines() or [""])[-1][:200],
+    )
 
 
 def broken_file(

@@ -9,16 +9,20 @@
 #      with the worker study cut to $GPU_CHECK_TRIALS trial(s) and $GPU_CHECK_POINTS throughput
 #      point(s) to stay within the time (pass more with GPU_CHECK_RUN_FLAGS, e.g. "--trials 8");
 #   4. benchmarks/search_strategies.py --device cuda: the searches head to head on real ACT probes
-#      at a $GPU_CHECK_BENCH_BUDGET budget.
+#      at a $GPU_CHECK_BENCH_BUDGET budget;
+#   5. benchmarks/estimate_accuracy.py --device cuda --only act-default: the meta-device estimate
+#      against the allocator's allocated and reserved peaks (only if time is left: otherwise run
+#      GPU_CHECK_STEPS=estimate in a second call).
 #
 # It writes results/reference/<gpu-name>/ (profiles/, the CSVs, plots/, gpu-tests.txt,
 # environment.txt, summary.txt: each step's status and time, gpu-check.log) and
-# benchmarks/results/search_strategies_cuda.csv; where $OUT is set (the device tool), also
+# benchmarks/results/search_strategies_cuda.csv (and estimate_accuracy_cuda.csv); where $OUT is set (the device tool), also
 # $OUT/gpu-check.tar.gz holding all of it. Unpack that in the repository's root
 # (tar xzf gpu-check.tar.gz) and commit it, with the figures from summary.txt.
 #
-# Limits (seconds): tests 100, ACT 180, SmolVLA 180, benchmark 75, and 560 for the whole check
-# (GPU_CHECK_TESTS_S, GPU_CHECK_ACT_S, GPU_CHECK_SMOLVLA_S, GPU_CHECK_BENCH_S, GPU_CHECK_TOTAL_S).
+# Limits (seconds): tests 100, ACT 180, SmolVLA 180, benchmark 75, estimate 90 (what is left of the
+# whole), and 560 for the whole check (GPU_CHECK_TESTS_S, GPU_CHECK_ACT_S, GPU_CHECK_SMOLVLA_S,
+# GPU_CHECK_BENCH_S, GPU_CHECK_ESTIMATE_S, GPU_CHECK_TOTAL_S).
 # Estimated on an H100, not yet measured: tests ~1.5 min, each run ~3 min, benchmark ~1 min. A
 # step that reaches its limit is stopped (autotune records its run as failed, its probes' rows
 # kept) and marked "timed out" in summary.txt, and the script exits 1; the rest still run.
@@ -48,7 +52,7 @@ TRIALS=${GPU_CHECK_TRIALS:-1}
 POINTS=${GPU_CHECK_POINTS:-1}
 PROBE_TIMEOUT=${GPU_CHECK_PROBE_TIMEOUT_S:-180}
 BENCH_BUDGET=${GPU_CHECK_BENCH_BUDGET:-2GiB}
-STEPS=${GPU_CHECK_STEPS:-tests act smolvla bench}
+STEPS=${GPU_CHECK_STEPS:-tests act smolvla bench estimate}
 TOTAL=${GPU_CHECK_TOTAL_S:-560}  # the whole check, within a 600 s device call
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/autotune-gpu-check.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT  # the synthetic dataset, the study's database, the wheels' install
@@ -122,6 +126,8 @@ step smolvla "${GPU_CHECK_SMOLVLA_S:-180}" "$PYTHON" -m autotune run --policy sm
 step bench "${GPU_CHECK_BENCH_S:-75}" "$PYTHON" benchmarks/search_strategies.py --device cuda \
   --policy act --budgets "$BENCH_BUDGET" --quick --probe-timeout "$PROBE_TIMEOUT" \
   --out benchmarks/results/search_strategies_cuda.csv
+step estimate "${GPU_CHECK_ESTIMATE_S:-90}" "$PYTHON" benchmarks/estimate_accuracy.py --device cuda \
+  --only act-default --probe-timeout "$PROBE_TIMEOUT" --out benchmarks/results/estimate_accuracy_cuda.csv
 
 # What a run wrote, less the synthetic dataset and the study's database.
 for item in profiles plots batch_probes.csv worker_trials.csv runs.csv; do
@@ -131,7 +137,9 @@ echo "total: $(($(date +%s) - started)) s" | tee -a "$DEST/summary.txt" >&2
 cp "$LOG" "$DEST/gpu-check.log"
 if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
   bench=()
-  [ -e benchmarks/results/search_strategies_cuda.csv ] && bench=(benchmarks/results/search_strategies_cuda.csv)
+  for csv in benchmarks/results/search_strategies_cuda.csv benchmarks/results/estimate_accuracy_cuda.csv; do
+    [ -e "$csv" ] && bench+=("$csv")
+  done
   tar czf "$OUT/gpu-check.tar.gz" "$DEST" ${bench[@]+"${bench[@]}"}
   cp "$DEST/summary.txt" "$OUT/summary.txt"
   say "wrote $OUT/gpu-check.tar.gz: unpack it in the repository's root and commit it"

@@ -175,3 +175,42 @@ def test_a_search_that_fitted_at_one_size_only_gets_a_second_size_for_the_memory
     timed = [(p.batch_size, p.peak_reserved_bytes) for p in decision.curve if p.phase == "throughput"]
     model = fit_model(search, more=timed)
     assert model is not None and model.per_sample_bytes == pytest.approx(10 * MiB, rel=0.01)
+
+
+def test_a_search_certified_from_the_estimate_at_one_fitting_size_keeps_its_headroom() -> None:
+    from autotune.search import MemoryFit
+
+    base = FakeProbe(DEFAULT_CURVE, 4 * GiB)  # 1 GiB + 10 MiB per sample: 307 fits 4 GiB, 308 does not
+    estimate = MemoryFit(fixed_bytes=1 * GiB, per_sample_bytes=10 * MiB, points=13)
+    search = find_max_batch(base, 4 * GiB, estimate=estimate)
+    assert [r.batch_size for r in search.probes] == [307, 308] and search.certified
+    # One fitting size: the estimate's slope through it places the headroom, not batch 1.
+    assert headroom_batch(search, 0.10) == 266  # (0.9 x 4 GiB - 1 GiB) / 10 MiB
+    probe = SoakingProbe(base)
+    decision = decide_batch(search, probe, headroom=0.10, throughput_points=1)
+    # The fitting sizes all lie next to the limit: half the maximum is timed first, so the headroom
+    # rests on two measured sizes far apart.
+    assert probe.calls == [(153, "throughput"), (266, "soak")]
+    assert decision.batch_size == 266
+
+
+def test_a_line_through_adjacent_sizes_is_anchored_at_half_before_the_headroom_is_placed() -> None:
+    from autotune.search import MemoryFit
+
+    # Flat, then steep: a line through 59 and 60 alone, one MiB of noise apart, would put the
+    # headroom far off; anchored at 30 it lands within a size of the truth.
+    def curve(b: int) -> float:
+        noise = 0.6 * MiB if b == 60 else 0.0  # a repeat noise of a few tenths of a MiB
+        return 400 * MiB + (0.5 * MiB * b if b <= 30 else 15 * MiB + 1.8 * MiB * (b - 30)) + noise
+
+    budget = 470 * MiB
+    base = FakeProbe(curve, budget)
+    estimate = MemoryFit(fixed_bytes=360 * MiB, per_sample_bytes=1.8 * MiB, points=13)
+    search = find_max_batch(base, budget, estimate=estimate)
+    assert search.max_batch == 60 and all(r.batch_size > 30 for r in search.fitting)
+    truth = max(b for b in range(1, search.max_batch + 1) if curve(b) <= 0.9 * budget)
+    assert headroom_batch(search, 0.10) > truth  # unanchored, the noise tilts the line past it
+    probe = SoakingProbe(base)
+    decision = decide_batch(search, probe, headroom=0.10, soak=False)
+    assert probe.calls[0] == (search.max_batch // 2, "throughput")
+    assert truth - 1 <= decision.headroom_batch <= truth

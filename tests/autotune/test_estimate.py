@@ -171,7 +171,7 @@ class EstimatingProber:
 def run_context(tmp_path: Path) -> SimpleNamespace:
     return SimpleNamespace(
         spec=lambda variant: SPEC,
-        cfg=SimpleNamespace(results=tmp_path, memory_limit_bytes=None),
+        cfg=SimpleNamespace(results=tmp_path, memory_limit_bytes=None, estimate=True),
         memory_limit=int(20 * GiB),
     )
 
@@ -190,6 +190,14 @@ def test_the_search_starts_from_the_estimate_in_the_budgets_units(
     # kernels' slack off the card, the rest inside the allocator.
     assert prior.max_batch_under(20 * GiB) == E.largest_batch(est, terms, 20 * GiB - terms.outside())
     assert "estimated on the meta device" in caplog.text
+
+
+def test_no_estimate_leaves_the_search_blind_without_asking(tmp_path: Path) -> None:
+    prober = EstimatingProber(ProbeResult(status="ok", batch_size=0, estimate=counted()))
+    ctx = run_context(tmp_path)
+    ctx.cfg.estimate = False  # --no-estimate
+    assert E.search_start(ctx, prober, Variant("bf16", False)) is None
+    assert not prober.asked
 
 
 def test_a_failed_estimate_leaves_the_search_blind(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

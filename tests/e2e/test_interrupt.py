@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 RUN = [
     "run", "--policy", "act", "--device", "cpu", "--memory-limit", "1GiB", "--image-size", "48x64",
-    "--trials", "1", "--trainer-only", *set_flags(SMALL_ACT),
+    "--trials", "1", "--trainer-only", "--no-estimate", *set_flags(SMALL_ACT),
 ]  # fmt: skip
 
 

@@ -56,6 +56,7 @@ def test_run_prints_the_summary_and_ends_with_the_lerobot_command(act_run) -> No
     assert any(line.strip().startswith("trainer") and "lerobot-train 0.6.1" in line for line in lines)
     assert any(line.strip().startswith("max batch size") for line in lines)
     assert "probe" in proc.stderr and "trial" in proc.stderr  # progress went to stderr
+    assert "estimated on the meta device" in proc.stderr  # each search started from the estimate
 
 
 def test_csvs_share_one_run_id_and_certify_the_maximum(act_run) -> None:
@@ -123,7 +124,7 @@ def test_a_failed_run_leaves_earlier_results_intact(act_run) -> None:
     profile_before = (results / "profiles" / "act.json").read_bytes()
     probes_before = (results / "batch_probes.csv").read_text()
     runs_before = (results / "runs.csv").read_text()
-    args = [a if a != "470MiB" else "40MiB" for a in RUN_ACT]  # not even batch 1 fits
+    args = [a if a != "470MiB" else "40MiB" for a in RUN_ACT] + ["--no-estimate"]  # not even batch 1 fits
     proc = autotune(*args, cwd=cwd)
     assert proc.returncode == 2
     assert "even batch 1 does not fit" in proc.stderr and "Traceback" not in proc.stderr

@@ -27,6 +27,7 @@ QUICK = [
     "--max-batch",
     "24",
     "--trainer-only",
+    "--no-estimate",  # the estimate's own tests are in tests/probes/test_estimate.py and test_run.py
 ]
 
 
@@ -64,6 +65,7 @@ def test_a_users_dataset_tunes_end_to_end_with_its_own_shapes(
     trials = pd.read_csv(tmp_path / "results" / "worker_trials.csv")
     assert (trials.status == "ok").all() and (trials.decode_s_per_sample > 0).all()
     assert f"--dataset.root={data}" in proc.stdout
+    assert "estimated on the meta device" not in proc.stderr  # --no-estimate: the search starts blind
     assert not (tmp_path / "results" / "datasets").exists()  # the user's data is used as it is
 
 
