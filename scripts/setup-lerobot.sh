@@ -15,7 +15,7 @@ fi
 # LeRobot 0.5 and newer need Python 3.12 or newer.
 PY=""
 for candidate in python3.12 python3.13 "${HOME}"/.pyenv/versions/3.12*/bin/python "${HOME}"/.pyenv/versions/3.13*/bin/python; do
-  if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then
+  if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
     PY="$candidate"; break
   fi
 done
