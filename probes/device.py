@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import resource
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -222,3 +223,27 @@ def current_cap() -> dict[str, int]:
     if _current is None:
         return {}
     return {"memory_cap_bytes": _current.limit_bytes, "device_overhead_bytes": _current.overhead_bytes}
+
+
+def measured_fields(peak: MemoryPeak, times: list[float], warmup_steps: int, samples_per_step: int) -> dict:
+    """A finished probe's ``ProbeResult`` fields from its meter's peak and its measured step times:
+    over the budget is out of memory (a CPU's budget is checked here, CUDA's by the allocator)."""
+    median = statistics.median(times)
+    over = peak.reserved_bytes > peak.limit_bytes
+    return {
+        "status": "oom" if over else "ok",
+        "message": f"measured peak {peak.reserved_bytes} B passed the {peak.limit_bytes} B budget"
+        if over
+        else "",
+        "peak_allocated_bytes": peak.allocated_bytes,
+        "peak_reserved_bytes": peak.reserved_bytes,
+        "alloc_retries": peak.alloc_retries,
+        "device_overhead_bytes": peak.overhead_bytes,
+        "memory_cap_bytes": peak.limit_bytes,
+        "warmup_peak_reserved_bytes": peak.warmup_reserved_bytes,
+        "warmup_steps": warmup_steps,
+        "step_time_s": median,
+        "samples_per_s": samples_per_step / median if median > 0 else 0.0,
+        "steps": len(times),
+        "step_times_s": times,
+    }

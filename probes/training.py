@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import torch
 
 from probes import catalogue
-from probes.device import MemoryMeter, resolve_device, synchronize
+from probes.device import MemoryMeter, measured_fields, resolve_device, synchronize
 from probes.policies.common import count_params
 from probes.protocol import ProbeRequest
 from probes.train_step import TrainStep, prepare_batch, warm_up
@@ -91,25 +90,5 @@ def run_batch_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
     warmup_steps = warm_up(step, lambda _: timed_step("warm-up"), request.warmup_steps)
     meter.end_warmup()
     times = [timed_step("measured") for _ in range(request.measure_steps)]
-    peak = meter.peak()
-    median = statistics.median(times)
-    over = peak.reserved_bytes > peak.limit_bytes
-    return {
-        "status": "oom" if over else "ok",
-        "message": f"measured peak {peak.reserved_bytes} B passed the {peak.limit_bytes} B budget"
-        if over
-        else "",
-        "peak_allocated_bytes": peak.allocated_bytes,
-        "peak_reserved_bytes": peak.reserved_bytes,
-        "alloc_retries": peak.alloc_retries,
-        "device_overhead_bytes": peak.overhead_bytes,
-        "memory_cap_bytes": peak.limit_bytes,
-        "warmup_peak_reserved_bytes": peak.warmup_reserved_bytes,
-        "warmup_steps": warmup_steps,
-        "step_time_s": median,
-        "samples_per_s": request.batch_size / median,
-        "steps": len(times),
-        "updt_s": median,
-        "step_times_s": times,
-        **trainer.param_counts(),
-    }
+    fields = measured_fields(meter.peak(), times, warmup_steps, request.batch_size)
+    return {**fields, "updt_s": fields["step_time_s"], **trainer.param_counts()}

@@ -4,7 +4,6 @@ holds its state, timed steps, and the result's fields (as :mod:`probes.training`
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 
 import torch
 
-from probes.device import MemoryMeter, resolve_device, synchronize
+from probes.device import MemoryMeter, measured_fields, resolve_device, synchronize
 from probes.protocol import ProbeRequest
 from probes.train_step import MAX_WARMUP_STEPS
 
@@ -105,23 +104,4 @@ def result_fields(
 ) -> dict[str, Any]:
     """The ``ProbeResult`` fields of a finished probe: status (over the budget is out of memory on
     a CPU), peaks, the median step time and samples per second."""
-    peak = harness.meter.peak()
-    median = statistics.median(times)
-    over = peak.reserved_bytes > peak.limit_bytes
-    return {
-        "status": "oom" if over else "ok",
-        "message": f"measured peak {peak.reserved_bytes} B passed the {peak.limit_bytes} B budget"
-        if over
-        else "",
-        "peak_allocated_bytes": peak.allocated_bytes,
-        "peak_reserved_bytes": peak.reserved_bytes,
-        "alloc_retries": peak.alloc_retries,
-        "device_overhead_bytes": peak.overhead_bytes,
-        "memory_cap_bytes": peak.limit_bytes,
-        "warmup_peak_reserved_bytes": peak.warmup_reserved_bytes,
-        "warmup_steps": warmup_steps,
-        "step_time_s": median,
-        "samples_per_s": samples_per_step / median if median > 0 else 0.0,
-        "steps": len(times),
-        "step_times_s": times,
-    }
+    return measured_fields(harness.meter.peak(), times, warmup_steps, samples_per_step)
