@@ -79,9 +79,26 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _add_policy(parser: argparse.ArgumentParser) -> None:
+def _policy_name(text: str) -> str:
+    name = text.strip().lower()
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a policy name (act, smolvla, diffusion, ...)")
+    return name
+
+
+def _add_policy(parser: argparse.ArgumentParser, rebuilt_only: bool = False) -> None:
+    if rebuilt_only:
+        parser.add_argument(
+            "--policy", required=True, choices=sorted(POLICIES), help="the policy autotune rebuilds"
+        )
+        return
     parser.add_argument(
-        "--policy", required=True, choices=sorted(POLICIES), help="the LeRobot policy to tune"
+        "--policy",
+        required=True,
+        type=_policy_name,
+        metavar="NAME",
+        help=f"the LeRobot policy: {', '.join(sorted(POLICIES))} (rebuilt by autotune), or with "
+        "--backend lerobot any policy the installed LeRobot has (diffusion, pi0, ...)",
     )
 
 
@@ -266,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
         "device, seconds on a GPU machine, about 10 s per variant on a small CPU)",
     )
     run.add_argument(
+        "--backend",
+        choices=("auto", "lerobot", "rebuilt"),
+        default="auto",
+        help="who builds and trains the policy in the probes: lerobot (the LeRobot installed in this "
+        "Python, its own code and torch, any policy it has), rebuilt (autotune's own ACT and SmolVLA, "
+        "no LeRobot needed); auto (default): lerobot where it can be imported",
+    )
+    run.add_argument(
         "--no-check",
         action="store_true",
         help="when the profile is up to date, only show it (default: check it: the recommended batch "
@@ -287,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser(
         "predict", help="predict the batch for another memory size from the latest profile"
     )
-    _add_policy(predict)
+    _add_policy(predict, rebuilt_only=True)
     predict.add_argument(
         "--memory",
         type=_size,
@@ -350,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     describe = sub.add_parser("describe", help="print the model's configuration and parameter counts")
-    _add_policy(describe)
+    _add_policy(describe, rebuilt_only=True)
     describe.add_argument("--cameras", type=_positive_int, default=C.DEFAULT_CAMERAS)
     describe.add_argument("--image-size", type=_image_size, default=C.DEFAULT_IMAGE_SIZE, metavar="HxW")
     _add_shape(describe, run=False)

@@ -22,6 +22,49 @@ def _overrides(policy: str, pairs: list[str]) -> dict[str, object]:
         raise UserError(str(exc)) from None
 
 
+def _raw_overrides(pairs: list[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {pair!r}: use KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve_backend(asked: str) -> str:
+    """``lerobot`` or ``rebuilt`` for ``--backend``; auto is lerobot where it can be imported."""
+    importable = catalogue.lerobot_importable()
+    if asked == "lerobot" and not importable:
+        raise UserError(
+            "--backend lerobot: LeRobot cannot be imported in this Python; install autotune into "
+            "your LeRobot environment (pip install autotune there) or use --backend rebuilt"
+        )
+    if asked == "auto":
+        return "lerobot" if importable else "rebuilt"
+    return asked
+
+
+def imported_trainer(lerobot: str | None, lerobot_version: str | None):  # -> Trainer
+    """The trainer the LeRobot backend measures with: the LeRobot in this Python. ``--lerobot``
+    or ``--lerobot-version`` naming another version is refused: the figures would be another's."""
+    import sys
+
+    from autotune.trainer import find_trainer, trainer_at
+
+    here = trainer_at(Path(sys.executable), "imported")
+    if lerobot is None and lerobot_version is None:
+        return here
+    named = find_trainer(lerobot, lerobot_version)
+    if named.version != here.version:
+        raise UserError(
+            f"the LeRobot backend measures with lerobot {here.version} (this Python) and "
+            f"{'--lerobot' if lerobot else '--lerobot-version'} names {named.version}; run autotune in "
+            "that environment, or pass --backend rebuilt"
+        )
+    return named
+
+
 def _precisions(text: str | None, device: str) -> list[str] | None:
     from autotune.devices import resolve_precision
 
@@ -41,8 +84,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from autotune.summary import print_profile
     from autotune.trainer import find_trainer
 
-    overrides = _overrides(args.policy, args.overrides)
-    trainer = find_trainer(args.lerobot, args.lerobot_version)
+    backend = resolve_backend(args.backend)
+    if backend == "lerobot":
+        # LeRobot's own parser checks them, in the probe child that builds the policy.
+        overrides = _raw_overrides(args.overrides)
+        trainer = imported_trainer(args.lerobot, args.lerobot_version)
+    else:
+        try:
+            C.check_rebuilt(args.policy)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        overrides = _overrides(args.policy, args.overrides)
+        trainer = find_trainer(args.lerobot, args.lerobot_version)
     remove_orphaned_folders()
     environment = probe_environment()
     device = resolve_device(args.device, environment)
@@ -56,6 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The mission's answer, measured beside the trainer's: bf16 (fp16 on older GPUs) with gradient
     # checkpointing; on a CPU at the trainer's precision.
     mission = device_best if C.device_type(device) == "cuda" else precision
+    if backend == "lerobot" and args.policy not in trainer.abilities.grad_checkpointing_policies:
+        auto = False  # LeRobot's own code cannot checkpoint this policy: nothing to measure beside
     try:
         cfg = C.RunConfig(
             policy=args.policy,
@@ -82,6 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             wait=args.wait,
             check=not args.no_check,
             estimate=not args.no_estimate,
+            backend=backend,
             throughput_points=args.throughput_points,
             soak_steps=args.soak_steps,
             target_batch=args.target_batch,

@@ -20,8 +20,19 @@ DEFAULT_TRIALS = 8
 DEFAULT_PROBE_TIMEOUT_S = 900.0
 # The soak: steps the recommended batch trains for after warm-up, and how many sizes at or below
 # the headroom batch to time, per device type; a CPU step is slow, so it gets fewer.
+BACKENDS = ("rebuilt", "lerobot")
 SOAK_STEPS = {"cuda": 20, "cpu": 5}
 THROUGHPUT_POINTS = {"cuda": 3, "cpu": 2}
+
+
+def check_rebuilt(policy: str) -> None:
+    """``ValueError`` unless autotune rebuilds ``policy``, saying how to tune the others."""
+    if policy not in POLICIES:
+        raise ValueError(
+            f"unknown policy {policy!r}: autotune rebuilds {', '.join(POLICIES)}; with LeRobot "
+            "installed in this Python (pip install autotune into its environment), --backend "
+            "lerobot tunes any policy it has"
+        )
 
 
 def cuda_index(device: str) -> int | None:
@@ -94,10 +105,15 @@ class RunConfig:
     wait: bool = False  # wait for another run holding the results folder's lock, instead of failing
     check: bool = True  # an up-to-date profile is checked (a few steps, one trial), not just shown
     estimate: bool = True  # each search starts from the meta-device estimate (autotune estimate)
+    # Who builds and trains the policy in the probes: "rebuilt" (autotune's own ACT and SmolVLA)
+    # or "lerobot" (the LeRobot importable here, any policy it has); resolved from --backend.
+    backend: str = "rebuilt"
 
     def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise ValueError(f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if self.backend == "rebuilt":
+            check_rebuilt(self.policy)
         cuda_index(self.device)
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}: choose bf16, fp16 or fp32")
@@ -129,6 +145,11 @@ class RunConfig:
                 "--image-size and --cameras shape the synthetic dataset; with --dataset they "
                 "come from the dataset itself"
             )
+
+    @property
+    def uses_estimate(self) -> bool:
+        """The meta-device estimate counts autotune's rebuilt models only."""
+        return self.estimate and self.backend == "rebuilt"
 
     @property
     def device_type(self) -> str:

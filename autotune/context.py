@@ -8,6 +8,7 @@ returns the frozen :class:`RunContext` that every stage reads.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import secrets
@@ -24,11 +25,12 @@ from autotune.config import DEFAULT_CAMERAS, DEFAULT_IMAGE_SIZE, RunConfig, Vari
 from autotune.datasets import DatasetShape, prepare_dataset
 from autotune.errors import UserError
 from autotune.lock import run_lock
+from autotune.probe_client import run_probe
 from autotune.profile import Conditions
 from autotune.results import ResultsWriter
 from autotune.units import format_bytes
 from probes import catalogue
-from probes.protocol import Environment, ModelSpec
+from probes.protocol import Environment, ModelSpec, ProbeRequest
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class RunContext:
     conditions: Conditions
     policy_args: list[str]  # lerobot-train's --policy.* flags for these settings
     writer: ResultsWriter = field(compare=False)
+    backend: str = "rebuilt"  # who measured: "rebuilt" or "lerobot X.Y" (the profile says it)
 
     def spec(self, variant: Variant, image_size: tuple[int, int] | None = None) -> ModelSpec:
         """The model to build for ``variant`` (at the data's camera size unless ``image_size``)."""
@@ -76,6 +79,7 @@ def model_spec(
         action_dim=data.action_dim,
         gradient_checkpointing=variant.grad_checkpointing,
         overrides=dict(cfg.policy_overrides),
+        backend=cfg.backend,
     )
 
 
@@ -111,9 +115,43 @@ def ensure_writable(results: Path, synthetic: bool = True) -> None:
 def check_policy(cfg: RunConfig, spec: ModelSpec) -> list[str]:
     """The policy's configuration for ``spec`` is valid and makes a lerobot-train command: its
     ``--policy.*`` flags. Anything wrong is one line naming the setting."""
+    if spec.backend == "lerobot":
+        return catalogue.backend_policy_args(spec)  # checked by LeRobot itself: check_in_lerobot
     try:
         catalogue.build_config(spec)
         return catalogue.lerobot_policy_args(spec)
+    except ValueError as exc:
+        raise UserError(f"{cfg.policy} configuration: {exc}") from None
+
+
+def check_in_lerobot(cfg: RunConfig, data: DatasetShape) -> RunConfig:
+    """Build the policy once with LeRobot's own code on the dataset (a describe probe): LeRobot's
+    parser checks every setting, the policy must exist in it and build here. A policy that cannot
+    be built here (it needs the Hugging Face hub for a VLM's config or tokenizer and cannot reach
+    it, or a LeRobot extra that is not installed) falls back to autotune's rebuild where there is
+    one; anything else wrong is one line."""
+    spec = model_spec(cfg, data, Variant(cfg.precision, cfg.grad_checkpointing))
+    request = ProbeRequest(kind="describe", model=spec, device=cfg.device, dataset_root=str(data.root))
+    log.info("building %s with lerobot %s's own code to check its settings", cfg.policy, cfg.trainer.version)
+    result = run_probe(request, cfg.probe_timeout_s)
+    if result.fits:
+        for note in (result.description or {}).get("notes", []):
+            log.info("lerobot backend: %s", note)
+        return cfg
+    unbuildable = bool((result.description or {}).get("unbuildable"))
+    if unbuildable and cfg.policy in catalogue.POLICIES:
+        log.warning(
+            "%s; measuring autotune's rebuild of %s instead (--backend rebuilt)", result.message, cfg.policy
+        )
+        return dataclasses.replace(cfg, backend="rebuilt", policy_overrides=_rebuilt_overrides(cfg))
+    if unbuildable:
+        raise UserError(result.message)
+    raise UserError(f"{cfg.policy} in lerobot {cfg.trainer.version}: {result.message}")
+
+
+def _rebuilt_overrides(cfg: RunConfig) -> dict[str, object]:
+    try:
+        return catalogue.parse_overrides(cfg.policy, [f"{k}={v}" for k, v in cfg.policy_overrides.items()])
     except ValueError as exc:
         raise UserError(f"{cfg.policy} configuration: {exc}") from None
 
@@ -178,6 +216,9 @@ def _open(cfg: RunConfig, environment: Environment, held: contextlib.ExitStack) 
         held.enter_context(run_lock(cfg.results, cfg.policy, wait=cfg.wait))
         data = prepare_dataset(cfg)
         policy_args = check_policy(cfg, model_spec(cfg, data, requested))
+    if cfg.backend == "lerobot":
+        cfg = check_in_lerobot(cfg, data)
+        policy_args = check_policy(cfg, model_spec(cfg, data, requested))
     memory_limit = cfg.memory_limit_bytes or default_memory_limit(cfg, environment)
     fingerprint = fp.take(cfg.device, environment, cfg.trainer.version)
     conditions = Conditions(
@@ -199,6 +240,7 @@ def _open(cfg: RunConfig, environment: Environment, held: contextlib.ExitStack) 
         target_batch=cfg.target_batch,
         lerobot_version=cfg.trainer.version,
         beside_precision=cfg.mission_precision,
+        backend=cfg.backend,
     )
     run_id = new_run_id()
     writer = ResultsWriter(
@@ -230,5 +272,6 @@ def _open(cfg: RunConfig, environment: Environment, held: contextlib.ExitStack) 
         conditions=conditions,
         policy_args=policy_args,
         writer=writer,
+        backend=f"lerobot {cfg.trainer.version}" if cfg.backend == "lerobot" else "rebuilt",
     )
     return ctx

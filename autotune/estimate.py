@@ -200,6 +200,8 @@ def search_start(ctx: Any, prober: Any, variant: Any) -> MemoryFit | None:
     if ask is None or not ctx.cfg.estimate:
         return None
     spec = ctx.spec(variant)
+    if spec.backend != "rebuilt":
+        return None  # the estimate counts autotune's rebuilt models only
     try:
         est = from_result(ask(variant), spec)
     except ValueError as exc:

@@ -95,7 +95,7 @@ def quicker(cfg: RunConfig, image_size: tuple[int, int], dataset_kind: str) -> l
     overrides = {k: str(v) for k, v in cfg.policy_overrides.items()}
     quick = [
         q
-        for q in catalogue.entry(cfg.policy).quick
+        for q in (catalogue.POLICIES[cfg.policy].quick if cfg.policy in catalogue.POLICIES else ())
         if overrides.get(q.partition("=")[0]) != q.partition("=")[2]
     ]
     if quick:

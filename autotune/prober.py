@@ -47,11 +47,20 @@ class Prober:
         self.count = 0  # batch probes run for the search, throughput and soak
 
     def batch_request(
-        self, variant: Variant, batch_size: int, phase: str, image_size: tuple[int, int] | None = None
+        self,
+        variant: Variant,
+        batch_size: int,
+        phase: str,
+        image_size: tuple[int, int] | None = None,
+        root: Path | None = None,
     ) -> ProbeRequest:
         cfg = self.ctx.cfg
         soak = phase == "soak"
+        # The LeRobot backend trains on real samples of the dataset; the rebuilt models on
+        # synthetic tensors of its shapes.
+        lerobot = cfg.backend == "lerobot"
         return ProbeRequest(
+            dataset_root=str(root or self.ctx.data.root) if lerobot else None,
             kind="batch",
             model=self.ctx.spec(variant, image_size),
             device=cfg.device,
@@ -85,9 +94,12 @@ class Prober:
         )
         return run_probe(request, self.ctx.cfg.probe_timeout_s)
 
-    def measure(self, variant: Variant, batch_size: int, image_size: tuple[int, int]) -> ProbeResult:
-        """A probe outside the run's conditions (another camera size): not counted, no row."""
-        request = self.batch_request(variant, batch_size, "search", image_size)
+    def measure(
+        self, variant: Variant, batch_size: int, image_size: tuple[int, int], root: Path
+    ) -> ProbeResult:
+        """A probe outside the run's conditions (another camera size, a dataset of it at
+        ``root``): not counted, no row."""
+        request = self.batch_request(variant, batch_size, "search", image_size, root)
         return run_probe(request, self.ctx.cfg.probe_timeout_s)
 
     def trial(self, variant: Variant, batch_size: int, workers: int, prefetch: int | None) -> ProbeResult:

@@ -40,6 +40,7 @@ class Conditions:
     target_batch: int | None = None
     lerobot_version: str = ""  # the lerobot-train the answer is made for
     beside_precision: str | None = None  # the bf16 + checkpointing answer tuned beside, at this precision
+    backend: str = "rebuilt"  # who built and trained the policy in the probes: rebuilt or lerobot
 
 
 @dataclass
@@ -103,6 +104,7 @@ class Profile:
     lerobot_train_command: str
     lerobot_version: str = ""  # the lerobot-train the command is made for
     lerobot_source: str = ""  # how it was found: PATH, path (--lerobot), flag (--lerobot-version), assumed
+    backend: str = "rebuilt"  # who measured: "rebuilt" (autotune's models) or "lerobot X.Y" (LeRobot's own)
     lerobot_train_env: dict[str, str] = field(default_factory=dict)  # set before lerobot-train
     lerobot_train_reproduces: bool = True  # the command trains what was measured
     lerobot_train_caveats: list[str] = field(default_factory=list)  # why it would not

@@ -21,6 +21,7 @@ def print_profile(p: dict[str, Any]) -> None:
     rows = [
         ("machine", f"{machine} [{cond['device']}], torch {fpr.get('torch_version')}"),
         ("trainer", _trainer(p)),
+        ("measured by", _backend(p.get("backend", "rebuilt"))),
         (
             "conditions",
             f"{p['precision']}, gradient checkpointing {'on' if p['grad_checkpointing'] else 'off'}, "
@@ -114,6 +115,12 @@ def print_profile(p: dict[str, Any]) -> None:
     print(p["lerobot_train_command"])
 
 
+def _backend(backend: str) -> str:
+    if backend == "rebuilt":
+        return "autotune's rebuild of the policy (exact to the parameter), on synthetic tensors"
+    return f"{backend}'s own code: its policy, pre-processor, optimizer and update step, on the dataset"
+
+
 def _trainer(p: dict[str, Any]) -> str:
     version = p.get("lerobot_version")
     if not version:
@@ -123,6 +130,7 @@ def _trainer(p: dict[str, Any]) -> str:
         "path": "given with --lerobot",
         "flag": "given with --lerobot-version",
         "assumed": "none found here: the newest release",
+        "imported": "installed beside autotune",
     }.get(p.get("lerobot_source", ""), "")
     answer = f"for your lerobot-train {version}" + (f" ({how})" if how else "")
     return f"{answer}: batch {p['batch_size']}, {p['samples_per_s']:.2f} samples/s"

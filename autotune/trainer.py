@@ -7,10 +7,12 @@ A version between two rows has the abilities of the row below it.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,7 +209,9 @@ class Trainer:
     """The lerobot-train a profile is made for."""
 
     version: str
-    source: str  # "path" (--lerobot), "PATH" (found on PATH), "flag" (--lerobot-version), "assumed"
+    # "path" (--lerobot), "PATH" (found on PATH), "flag" (--lerobot-version), "assumed", or
+    # "imported" (the LeRobot in autotune's own Python, which the LeRobot backend measures with)
+    source: str
     python: Path | None = None  # the interpreter of its environment, when it is on this machine
     lerobot_train: Path | None = None
 
@@ -267,9 +271,14 @@ def _from_path(path: Path, source: str) -> Trainer:
     return Trainer(version, source, python, script if script.exists() else None)
 
 
+def trainer_at(path: Path, source: str) -> Trainer:
+    """The trainer of the lerobot-train, Python or environment at ``path``; ``UserError`` if none."""
+    return _from_path(path, source)
+
+
 def find_trainer(lerobot: str | None = None, lerobot_version: str | None = None) -> Trainer:
     """The lerobot-train that will train: ``--lerobot``, else ``--lerobot-version``, else the one on
-    PATH; with none, the newest release (said in one line)."""
+    PATH, else the LeRobot installed in this Python; with none, the newest release (said in one line)."""
     if lerobot is not None and lerobot_version is not None:
         raise UserError("--lerobot and --lerobot-version name the same thing; pass one of them")
     if lerobot is not None:
@@ -282,6 +291,11 @@ def find_trainer(lerobot: str | None = None, lerobot_version: str | None = None)
             return _from_path(Path(found), "PATH")
         except UserError as exc:
             log.warning("the lerobot-train on PATH (%s) is not usable: %s", found, exc)
+    if importlib.util.find_spec("lerobot") is not None:  # autotune installed into a LeRobot environment
+        try:
+            return _from_path(Path(sys.executable), "imported")
+        except UserError as exc:
+            log.warning("the LeRobot in this Python is not usable: %s", exc)
     log.info(
         "no lerobot-train found (none on PATH, no --lerobot): tuning for the newest release, LeRobot %s",
         NEWEST_RELEASE,

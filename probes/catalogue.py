@@ -83,6 +83,40 @@ def build_config(spec: ModelSpec) -> Any:
         raise ValueError(str(exc)) from None
 
 
+def lerobot_importable() -> bool:
+    """Whether LeRobot can be imported in this Python (looked up, not imported)."""
+    import importlib.util
+
+    return importlib.util.find_spec("lerobot") is not None
+
+
+def lerobot_installed_version() -> str | None:
+    """The version of the LeRobot installed in this Python, or None."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("lerobot")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def backend_policy_args(spec: ModelSpec) -> list[str]:
+    """The ``--policy.*`` flags of ``spec`` as the LeRobot backend passes them: its type and each
+    ``--set`` override as given (LeRobot's own parser checks them)."""
+    return [
+        f"--policy.type={spec.policy}",
+        *(f"--policy.{k}={_flag_text(v)}" for k, v in spec.overrides.items()),
+    ]
+
+
+def _flag_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_flag_text(v) for v in value) + "]"
+    return "null" if value is None else str(value)
+
+
 def lerobot_policy_args(spec: ModelSpec) -> list[str]:
     """The ``lerobot-train`` flags selecting the policy with ``spec``'s settings (``--policy.*``);
     ``ValueError`` for a setting lerobot-train cannot take."""

@@ -31,8 +31,13 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def runner_for(kind: str) -> Runner:
-    """The function that runs a request of ``kind`` (imported only when that kind runs)."""
+def runner_for(kind: str, backend: str = "rebuilt") -> Runner:
+    """The function that runs a request of ``kind`` (imported only when that kind runs); with the
+    ``lerobot`` backend, LeRobot's own code measures (probes/lerobot_backend.py)."""
+    if backend == "lerobot" and kind in ("batch", "workers", "decode", "describe"):
+        from probes import lerobot_backend
+
+        return getattr(lerobot_backend, f"run_{'worker' if kind == 'workers' else kind}_probe")
     if kind == "batch":
         from probes.training import run_batch_probe
 
@@ -70,6 +75,7 @@ def main(argv: list[str]) -> int:
     request_path, result_path = Path(argv[0]), Path(argv[1])
     leave_with_parent(request_path.parent)
     request = ProbeRequest.from_json(request_path.read_text())
+    os.environ["AUTOTUNE_PROBE_DIR"] = str(request_path.parent)  # where a probe may write
     started = time.perf_counter()
 
     def on_exceed(peak_bytes: int) -> None:
@@ -87,7 +93,8 @@ def main(argv: list[str]) -> int:
         os._exit(0)
 
     try:
-        fields = runner_for(request.kind)(request, on_exceed)
+        backend = request.model.backend if request.model is not None else "rebuilt"
+        fields = runner_for(request.kind, backend)(request, on_exceed)
         result = ProbeResult(batch_size=request.batch_size, **fields)
     except BaseException as exc:  # every outcome must be reported to the tuner
         from probes.device import current_cap, is_out_of_memory

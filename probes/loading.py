@@ -8,6 +8,7 @@ import os
 import random
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -79,10 +80,33 @@ def run_worker_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
         multiprocessing_context=request.multiprocessing_context if workers > 0 else None,
         generator=torch.Generator().manual_seed(request.seed),
     )
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))  # LeRobot's cycled iterator
+    fields = drive(
+        request, device, meter, step, batches, lambda b: prepare_batch(b, device, stats), decode_s, warm_up
+    )
+    return {**fields, **trainer.param_counts()}
+
+
+def drive(
+    request: ProbeRequest,
+    device: torch.device,
+    meter: Any,
+    step: Any,
+    batches: Iterator[Any],
+    prepare: Callable[[Any], Any],
+    decode_s: float,
+    warm: Callable[[Any, Callable[[int], object], int], int],
+) -> dict[str, Any]:
+    """Fetch, prepare and train on ``batches`` until the steady state; the probe's result fields.
+
+    Warms up with ``warm`` (until the optimizer holds its state), then steps until the batches the
+    workers prefetched meanwhile are used up (or the workers keep up, or ``drain_budget_s`` passed),
+    and reports the last ``measure_steps`` steps.
+    """
+    workers = request.num_workers
     me = os.getpid()
     loader_memory = PeakWatcher(lambda: sum(pss_bytes(pid) for pid in children_of(me)), interval_s=0.25)
     loader_memory.start()
-    batches = itertools.chain.from_iterable(itertools.repeat(loader))  # LeRobot's cycled iterator
     buffered = workers * (request.prefetch_factor or 0)
     data_times: list[float] = []
     step_times: list[float] = []
@@ -95,7 +119,7 @@ def run_worker_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
         nonlocal step_index
         t0 = time.perf_counter()
         batch = next(batches)
-        prepared = prepare_batch(batch, device, stats)
+        prepared = prepare(batch)
         synchronize(device)
         t1 = time.perf_counter()
         step(prepared)
@@ -107,7 +131,7 @@ def run_worker_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
         return t0, t1 - t0, t2 - t1
 
     # Until the optimizer holds its state (fp16's scaler skips the first steps), as a batch probe.
-    warmup_steps = warm_up(step, lambda _: one_step(), request.warmup_steps)
+    warmup_steps = warm(step, lambda _: one_step(), request.warmup_steps)
     meter.end_warmup()
     while True:
         t0, data_step_s, updt_step_s = one_step()
@@ -151,5 +175,4 @@ def run_worker_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
         "warmup_steps": warmup_steps,
         "step_times_s": step_times,
         "data_times_s": data_times,
-        **trainer.param_counts(),
     }

@@ -28,6 +28,9 @@ class ModelSpec:
     action_dim: int
     gradient_checkpointing: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)
+    # "rebuilt": autotune's own model (probes/policies); "lerobot": the LeRobot importable in the
+    # probe child builds and trains it (probes/lerobot_backend.py), any policy it has.
+    backend: str = "rebuilt"
 
 
 @dataclass

@@ -11,10 +11,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def autotune(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 900
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+    python: Path | str | None = None,
 ) -> subprocess.CompletedProcess:
+    """``python -m autotune ARGS`` (this interpreter unless ``python``, e.g. a LeRobot environment's)."""
     return subprocess.run(
-        [sys.executable, "-m", "autotune", *args],
+        [str(python or sys.executable), "-m", "autotune", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

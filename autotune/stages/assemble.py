@@ -106,6 +106,7 @@ def assemble(
         lerobot_train_command=train.text,
         lerobot_version=cfg.trainer.version,
         lerobot_source=cfg.trainer.source,
+        backend=ctx.backend,
         lerobot_train_env=train.env,
         lerobot_train_reproduces=train.reproduces,
         lerobot_train_caveats=train.caveats,

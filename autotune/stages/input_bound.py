@@ -77,7 +77,8 @@ def measure_remedies(
         )
     )
     small_decode = decode_s(half, 2) * scale
-    probe = prober.measure(winner.variant, decision.batch_size, half)
+    small_root = write_variant(data, folder, half, 2, cfg.seed, cfg.probe_timeout_s)  # written just now
+    probe = prober.measure(winner.variant, decision.batch_size, half, small_root)
     if probe.fits:
         small = FeedModel(decision.batch_size, small_decode, probe.step_time_s, feed.cores)
         n_workers = min(feed.cores, small.workers_needed)

@@ -25,7 +25,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["run", "--policy", "diffusion"], ["invalid choice", "diffusion"]),
+        (["run", "--policy", "diffusion"], ["unknown policy 'diffusion'", "--backend lerobot"]),
+        (["run", "--policy", "act;rm"], ["not a policy name"]),
         (["run", "--policy", "act", "--memory-limit", "12 parsecs"], ["malformed size", "12 parsecs"]),
         (["run", "--policy", "act", "--memory-limit", "0GiB"], ["must be positive"]),
         (["run", "--policy", "act", "--image-size", "480by640"], ["malformed image size"]),

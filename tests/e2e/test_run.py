@@ -108,7 +108,10 @@ def test_a_check_far_below_the_history_is_a_regression_exit_4(act_run) -> None:
     assert proc.returncode == 4, proc.stderr[-2000:]
     assert any(line.startswith("autotune: regression: samples/s") for line in proc.stdout.splitlines())
     alerts = pd.read_csv(cwd / "results" / "alerts.csv")
-    assert alerts.kind.tolist()[-1] == "regression" and alerts.metric.tolist()[-1] == "samples_per_s"
+    check = pd.read_csv(runs_csv).run_id.iloc[-1]
+    # Only samples/s was made to differ; a busy machine may add an updt_s alert of its own.
+    mine = alerts[alerts.run_id == check]
+    assert ("regression", "samples_per_s") in zip(mine.kind, mine.metric, strict=True), mine.to_string()
 
 
 def test_show_prints_the_profile(act_run) -> None:
