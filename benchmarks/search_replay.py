@@ -332,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"CSV to write (default {DEFAULT_OUT})")
     parser.add_argument(
+        "--seeds",
+        type=int,
+        default=NOISE_SEEDS,
+        help=f"noisy replays per budget and noise level (default {NOISE_SEEDS})",
+    )
+    parser.add_argument(
         "--no-estimate", action="store_true", help="skip the search started from the estimate (no child)"
     )
     args = parser.parse_args(argv)
@@ -372,11 +378,11 @@ def main(argv: list[str] | None = None) -> int:
     for policy, points in sorted(curves.items()):
         levels = [(0.0, 0.0, 1)]  # (error in bytes, error as a share of the budget, seeds)
         if policy in noise:
-            levels += [(factor * noise[policy], 0.0, NOISE_SEEDS) for factor in NOISE_FACTORS]
+            levels += [(factor * noise[policy], 0.0, args.seeds) for factor in NOISE_FACTORS]
         else:
             log.warning("%s: no repeat noise measured in %s; replaying without noise", policy, args.noise)
         prior = None if args.no_estimate else estimate_for(policy)
-        levels += [(0.0, share, NOISE_SEEDS) for share in NOISE_BUDGET_SHARES]
+        levels += [(0.0, share, args.seeds) for share in NOISE_BUDGET_SHARES]
         for noise_bytes, share, seeds in levels:
             level_rows = [
                 row
