@@ -283,6 +283,22 @@ def build_parser() -> argparse.ArgumentParser:
         "device, seconds on a GPU machine, about 10 s per variant on a small CPU)",
     )
     run.add_argument(
+        "--gpus",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="tune the batch per GPU for training on N GPUs under DDP (from --device on; N gloo "
+        "ranks on the CPU): every probe and trial runs as one torchrun job of N ranks (default 1)",
+    )
+    run.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="a database shared by a fleet (postgresql://USER:PASSWORD@HOST/DB, any SQLAlchemy URL "
+        "Optuna accepts): the worker studies, and each run's row and profile; see autotune fleet "
+        "(default: SQLite under --results, nothing shared)",
+    )
+    run.add_argument(
         "--backend",
         choices=("auto", "lerobot", "rebuilt"),
         default="auto",
@@ -374,6 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
         "run_flags", nargs=argparse.REMAINDER, help="after --: more flags for the nightly autotune run"
     )
 
+    fleet = sub.add_parser(
+        "fleet", help="one row per machine and policy from a shared --storage: answer, last tune, regression"
+    )
+    fleet.add_argument("--storage", required=True, metavar="URL", help="the database the fleet's runs share")
+    fleet.add_argument("--csv", action="store_true", help="CSV on stdout, for pandas")
+
     describe = sub.add_parser("describe", help="print the model's configuration and parameter counts")
     _add_policy(describe, rebuilt_only=True)
     describe.add_argument("--cameras", type=_positive_int, default=C.DEFAULT_CAMERAS)
@@ -405,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": commands.cmd_run,
         "show": commands.cmd_show,
         "describe": commands.cmd_describe,
+        "fleet": commands.cmd_fleet,
         "predict": commands.cmd_predict,
         "verify": commands.cmd_verify,
         "history": commands.cmd_history,

@@ -84,6 +84,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from autotune.summary import print_profile
     from autotune.trainer import find_trainer
 
+    if args.storage is not None:
+        from autotune import fleet
+
+        fleet.check(args.storage)  # reachable, authenticated, its runs table: before any probe
     backend = resolve_backend(args.backend)
     if backend == "lerobot":
         # LeRobot's own parser checks them, in the probe child that builds the policy.
@@ -138,6 +142,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             check=not args.no_check,
             estimate=not args.no_estimate,
             backend=backend,
+            gpus=args.gpus,
+            storage=args.storage,
             throughput_points=args.throughput_points,
             soak_steps=args.soak_steps,
             target_batch=args.target_batch,
@@ -286,3 +292,22 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
     extra = [a for a in args.run_flags if a != "--"]
     return schedule(args.policy, args.at, args.results, extra, args.install)
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from autotune import fleet
+
+    fleet.check(args.storage)
+    table = fleet.fleet(args.storage)
+    if args.csv:
+        print(table.to_csv(index=False), end="")
+        return 0
+    if table.empty:
+        print(f"autotune: no runs in {fleet.shown(args.storage)} yet")
+        return 0
+    shown = table.fillna("").astype(str).replace({"nan": "", "None": ""})
+    print(shown.to_string(index=False))
+    flagged = table[table.regression.astype(str) != ""]
+    for _, row in flagged.iterrows():
+        print(f"autotune: {row.machine} {row.policy}: {row.regression}")
+    return 0

@@ -108,6 +108,12 @@ class RunConfig:
     # Who builds and trains the policy in the probes: "rebuilt" (autotune's own ACT and SmolVLA)
     # or "lerobot" (the LeRobot importable here, any policy it has); resolved from --backend.
     backend: str = "rebuilt"
+    # Ranks of DistributedDataParallel the batch is tuned for (one per GPU; gloo ranks on the CPU):
+    # every batch probe and worker trial runs as one torchrun job of this many ranks.
+    gpus: int = 1
+    # A shared database (any SQLAlchemy URL Optuna accepts) for the worker studies and each run's
+    # row and profile (autotune/fleet.py); None: SQLite under the results folder, nothing shared.
+    storage: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -121,7 +127,7 @@ class RunConfig:
             raise ValueError(f"--memory-limit must be positive, got {self.memory_limit_bytes}")
         if not 0 <= self.headroom < 1:
             raise ValueError(f"--headroom must be in [0, 1), got {self.headroom}")
-        for name in ("cameras", "state_dim", "action_dim", "trials", "max_batch"):
+        for name in ("cameras", "state_dim", "action_dim", "trials", "max_batch", "gpus"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import os
 import secrets
 import shutil
 import tempfile
@@ -156,6 +157,30 @@ def _rebuilt_overrides(cfg: RunConfig) -> dict[str, object]:
         raise UserError(f"{cfg.policy} configuration: {exc}") from None
 
 
+def check_ranks(cfg: RunConfig, environment: Environment) -> None:
+    """``--gpus N`` needs N GPUs from the run's first (CUDA), or N cores for N gloo ranks (CPU)."""
+    if cfg.gpus <= 1:
+        return
+    if cfg.backend == "lerobot":
+        raise UserError(
+            f"--gpus {cfg.gpus}: the LeRobot backend measures one process only for now; add --backend rebuilt"
+        )
+    index = cfg.gpu_index
+    if index is None:
+        cores = os.cpu_count() or 1
+        if cfg.gpus > cores:
+            raise UserError(
+                f"--gpus {cfg.gpus}: on the CPU each rank needs a core, and this machine has {cores}"
+            )
+        return
+    visible = len(environment.devices)
+    if index + cfg.gpus > visible:
+        raise UserError(
+            f"--gpus {cfg.gpus} from {cfg.device}: torch sees {visible} GPU(s) (cuda:0 to "
+            f"cuda:{visible - 1}); use at most --gpus {max(visible - index, 1)}"
+        )
+
+
 def default_memory_limit(cfg: RunConfig, environment: Environment) -> int:
     """The card's free memory on CUDA (its total where NVML cannot read memory: the probe child
     then reports the cap it really had); half the host's available memory on CPU."""
@@ -194,6 +219,7 @@ def open_run(cfg: RunConfig, environment: Environment) -> Iterator[RunContext]:
 def _open(cfg: RunConfig, environment: Environment, held: contextlib.ExitStack) -> RunContext:
     started_s = time.perf_counter()
     requested = Variant(cfg.precision, cfg.grad_checkpointing)
+    check_ranks(cfg, environment)  # before the dataset's child, the first that runs
     if cfg.dataset is not None:
         data = prepare_dataset(cfg)  # read only: nothing is written for a broken dataset
         policy_args = check_policy(cfg, model_spec(cfg, data, requested))
@@ -241,6 +267,7 @@ def _open(cfg: RunConfig, environment: Environment, held: contextlib.ExitStack) 
         lerobot_version=cfg.trainer.version,
         beside_precision=cfg.mission_precision,
         backend=cfg.backend,
+        gpus=cfg.gpus,
     )
     run_id = new_run_id()
     writer = ResultsWriter(

@@ -38,6 +38,7 @@ class Setting:
     num_workers: int
     prefetch_factor: int | None
     grad_accum_steps: int = 1
+    gpus: int = 1  # DDP ranks, one per GPU; batch_size is per GPU
 
 
 @dataclass
@@ -48,6 +49,9 @@ class Command:
     env: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
     caveats: list[str] = field(default_factory=list)
+    # Several GPUs: what starts the ranks, ending with the trainer (``accelerate launch
+    # --num_processes=2 $(which lerobot-train)``); empty for one process.
+    launcher: str = ""
 
     @property
     def reproduces(self) -> bool:
@@ -56,24 +60,26 @@ class Command:
     @property
     def text(self) -> str:
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        line = "lerobot-train " + " ".join(shlex.quote(a) for a in self.args)
+        line = (self.launcher or "lerobot-train") + " " + " ".join(shlex.quote(a) for a in self.args)
         return f"{prefix} {line}" if prefix else line
 
 
-def visible_device(device: str) -> dict[str, str]:
-    """The environment that makes ``cuda:N`` the trainer's only GPU (lerobot-train trains on the
-    first visible one and ignores the index in --policy.device from 0.4 on)."""
+def visible_device(device: str, count: int = 1) -> dict[str, str]:
+    """The environment that makes ``cuda:N`` (and the ``count - 1`` GPUs after it) the trainer's
+    only GPUs (lerobot-train trains on the first visible one and ignores the index in
+    --policy.device from 0.4 on)."""
     index = cuda_index(device)
     if index is None:
         return {}
     visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    chosen = visible[index] if index < len(visible) else str(index)
+    wanted = range(index, index + count)
+    chosen = [visible[i] if i < len(visible) else str(i) for i in wanted]
     if not visible and index == 0:
         return {}
-    if not chosen.isdigit():
-        return {"CUDA_VISIBLE_DEVICES": chosen}  # a UUID or MIG identifier names one device anywhere
+    if not all(c.isdigit() for c in chosen):
+        return {"CUDA_VISIBLE_DEVICES": ",".join(chosen)}  # UUIDs or MIG identifiers name devices anywhere
     # A number counts GPUs the way autotune's probes counted them (bus order), not CUDA's default.
-    return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": chosen}
+    return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(chosen)}
 
 
 def reproducible_precisions(trainer: Trainer, device_type: str) -> list[str]:
@@ -85,7 +91,15 @@ def command(trainer: Trainer, s: Setting) -> Command:
     """The command that trains ``s`` in ``trainer``, with what it cannot reproduce."""
     ab = trainer.abilities
     device_type = "cpu" if cuda_index(s.device) is None else "cuda"
-    out = Command(trainer=trainer.label, env=visible_device(s.device))
+    out = Command(trainer=trainer.label, env=visible_device(s.device, s.gpus))
+    if s.gpus > 1:
+        if ab.multi_gpu.startswith("not supported"):
+            out.caveats.append(
+                f"{trainer.label} trains on one GPU only: this command trains batch {s.batch_size} on "
+                f"one, not on {s.gpus}"
+            )
+        else:
+            out.launcher = ab.multi_gpu.replace("=N", f"={s.gpus}").removesuffix(" ...")
     if device_type == "cpu":
         out.env.update(CPU_MALLOC_ENV)
     args = [f"--dataset.repo_id={s.dataset_repo_id}"]
@@ -128,6 +142,14 @@ def command(trainer: Trainer, s: Setting) -> Command:
     if s.dataset_format != ab.dataset_format:
         out.caveats.append(
             f"{trainer.label} reads {ab.dataset_format} datasets and this one is {s.dataset_format}"
+        )
+    precision_env = out.env.get("ACCELERATE_MIXED_PRECISION")
+    if out.launcher.startswith("accelerate launch") and precision_env:
+        # accelerate launch sets ACCELERATE_MIXED_PRECISION for its processes from its own
+        # --mixed_precision (default no), over the environment's: the launcher must carry it.
+        del out.env["ACCELERATE_MIXED_PRECISION"]
+        out.launcher = out.launcher.replace(
+            "accelerate launch", f"accelerate launch --mixed_precision={precision_env}", 1
         )
     out.args = args
     return out

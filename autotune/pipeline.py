@@ -51,6 +51,7 @@ def tune(ctx: RunContext) -> RunOutcome:
             check = check_profile(ctx, prober, current)
             record.checked(check.row(current), profile_path(cfg.results, cfg.policy))
         alerts = sound_alarm(ctx, record.row, check.trial)
+        share(ctx, record.row, current, alerts)
         return RunOutcome(current, fresh=False, notes=[*notes, check.summary], alerts=alerts)
     log.info("%s", describe_run(ctx))
     prober = Prober(ctx, progress_for(ctx))
@@ -69,7 +70,20 @@ def tune(ctx: RunContext) -> RunOutcome:
         path = write_profile(cfg.results, profile)
         record.finish(profile, path)
     alerts = sound_alarm(ctx, record.row, workers.best.result)
+    share(ctx, record.row, profile.to_dict(), alerts)
     return RunOutcome(profile.to_dict(), fresh=True, notes=list(profile.notes), alerts=alerts)
+
+
+def share(ctx: RunContext, row: dict[str, Any], profile: dict[str, Any], alerts: list[Alert]) -> None:
+    """With ``--storage``, the run's row, its profile and its regressions go to the shared database
+    too (after the results folder has them: a storage that fails now loses nothing here)."""
+    if ctx.cfg.storage is None:
+        return
+    from autotune import fleet
+
+    regressions = [a.text for a in alerts if a.kind == "regression"]
+    fleet.record(ctx.cfg.storage, {**ctx.writer.key, **row}, profile, regressions)
+    log.info("run %s recorded in %s", ctx.run_id, fleet.shown(ctx.cfg.storage))
 
 
 def progress_for(ctx: RunContext) -> Progress:

@@ -95,6 +95,54 @@ def _cgroup_oom_kills() -> int | None:
     return None
 
 
+def launcher(world_size: int) -> list[str]:
+    """The command that starts a probe child's module: one process, or ``world_size`` ranks started
+    by torch's own launcher (``torchrun``), on this machine, with no restarts."""
+    if world_size <= 1:
+        return [sys.executable, "-m"]
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world_size}",
+        "--max-restarts=0", "--monitor-interval=0.5", "-m",
+    ]  # fmt: skip
+
+
+def combine(request: ProbeRequest, ranks: list[ProbeResult | None]) -> ProbeResult | None:
+    """One result for a DDP job from its ranks' (None where a rank wrote none): it fits only if
+    every rank fits; its peak is the largest rank's; its times are the slowest rank's (what
+    LeRobot logs under DDP) and its samples/s counts every rank's batch. An out of memory in any
+    rank is the job's out of memory. None when no rank answered."""
+    answered = [(r, res) for r, res in enumerate(ranks) if res is not None]
+    if not answered:
+        return None
+    failed = [(r, res) for r, res in answered if not res.fits]
+    if failed:
+        r, worst = next(((r, res) for r, res in failed if res.status == "oom"), failed[0])
+        worst.message = f"rank {r} of {request.world_size}: {worst.message}"
+        worst.world_size = request.world_size
+        return worst
+    if len(answered) < len(ranks):
+        missing = [str(r) for r, res in enumerate(ranks) if res is None]
+        return ProbeResult(
+            status="error",
+            batch_size=request.batch_size,
+            world_size=request.world_size,
+            message=f"rank(s) {', '.join(missing)} of {request.world_size} gave no answer",
+        )
+    results = [res for _, res in answered]
+    top = max(results, key=lambda res: res.peak_reserved_bytes)
+    job = ProbeResult.from_json(top.to_json())
+    job.world_size = request.world_size
+    job.rank_peaks_bytes = [res.peak_reserved_bytes for res in results]
+    job.step_time_s = max(res.step_time_s for res in results)
+    job.updt_s = max(res.updt_s for res in results)
+    job.data_s = max(res.data_s for res in results)
+    per_step = job.data_s + job.updt_s if request.kind == "workers" else job.step_time_s
+    job.samples_per_s = request.world_size * request.batch_size / per_step if per_step > 0 else 0.0
+    job.drained = all(res.drained for res in results)
+    job.loader_rss_bytes = sum(res.loader_rss_bytes for res in results)  # every rank has its loader
+    return job
+
+
 def run_probe(
     request: ProbeRequest,
     timeout_s: float,
@@ -128,7 +176,7 @@ def _run_once(
         started = time.perf_counter()
         with open(stderr_path, "w") as stderr:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "probes.child", str(request_path), str(result_path)],
+                [*launcher(request.world_size), "probes.child", str(request_path), str(result_path)],
                 env=child_environment(),
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
@@ -158,7 +206,17 @@ def _run_once(
                 wall_s=wall_s,
                 message=f"killed after {timeout_s:.0f} s without an answer (hung or far too slow)",
             ), False
-        if result_path.exists():
+        if request.world_size > 1:
+            ranks = [result_path.with_name(f"result.rank{r}.json") for r in range(request.world_size)]
+            result = combine(
+                request, [ProbeResult.from_json(p.read_text()) if p.exists() else None for p in ranks]
+            )
+            if result is not None:
+                result.wall_s = wall_s
+                if result.status == "error" and not result.message:
+                    result.message = _last_error_line(stderr_text)
+                return result, False
+        elif result_path.exists():
             result = ProbeResult.from_json(result_path.read_text())
             if result.status == "error" and not result.message:
                 result.message = _last_error_line(stderr_text)

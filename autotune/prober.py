@@ -61,6 +61,7 @@ class Prober:
         lerobot = cfg.backend == "lerobot"
         return ProbeRequest(
             dataset_root=str(root or self.ctx.data.root) if lerobot else None,
+            world_size=cfg.gpus,
             kind="batch",
             model=self.ctx.spec(variant, image_size),
             device=cfg.device,
@@ -123,6 +124,7 @@ class Prober:
             seed=cfg.seed,
             persistent_workers=abilities.persistent_workers,
             multiprocessing_context=abilities.start_method,
+            world_size=cfg.gpus,
         )
         result = run_probe(request, cfg.probe_timeout_s)
         self.progress.probe_done(result)

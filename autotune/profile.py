@@ -41,6 +41,7 @@ class Conditions:
     lerobot_version: str = ""  # the lerobot-train the answer is made for
     beside_precision: str | None = None  # the bf16 + checkpointing answer tuned beside, at this precision
     backend: str = "rebuilt"  # who built and trained the policy in the probes: rebuilt or lerobot
+    gpus: int = 1  # DDP ranks the batch was tuned for (batch per GPU)
 
 
 @dataclass
@@ -105,6 +106,8 @@ class Profile:
     lerobot_version: str = ""  # the lerobot-train the command is made for
     lerobot_source: str = ""  # how it was found: PATH, path (--lerobot), flag (--lerobot-version), assumed
     backend: str = "rebuilt"  # who measured: "rebuilt" (autotune's models) or "lerobot X.Y" (LeRobot's own)
+    gpus: int = 1  # DDP ranks: batch_size is per GPU
+    effective_batch_size: int = 0  # batch_size x gpus x grad_accum_steps
     lerobot_train_env: dict[str, str] = field(default_factory=dict)  # set before lerobot-train
     lerobot_train_reproduces: bool = True  # the command trains what was measured
     lerobot_train_caveats: list[str] = field(default_factory=list)  # why it would not

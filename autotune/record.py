@@ -47,6 +47,11 @@ class RunRecord:
         # On a full disk this row cannot be written either: the run's own message matters more.
         with contextlib.suppress(UserError):
             self._write(status="failed", message=str(exc) or type(exc).__name__)
+        if self.ctx.cfg.storage is not None:  # the fleet sees the failure too, when it can
+            from autotune import fleet
+
+            with contextlib.suppress(UserError):
+                fleet.record(self.ctx.cfg.storage, {**self.ctx.writer.key, **self.row}, None, [])
 
     def finish(self, profile: Profile, path: Path) -> None:
         default = profile.lerobot_default

@@ -85,17 +85,18 @@ def _record_from_frozen(trial: optuna.trial.FrozenTrial, default_prefetch: int) 
     )
 
 
-def open_study(storage_path: Path, study_name: str, seed: int) -> optuna.Study:
-    """The study in SQLite at ``storage_path`` (created, or loaded to resume); one line if the file
-    is not an Optuna storage."""
+def open_study(storage_path: Path, study_name: str, seed: int, url: str | None = None) -> optuna.Study:
+    """The study in SQLite at ``storage_path``, or in the shared database at ``url`` (created, or
+    loaded to resume); one line if it is not an Optuna storage."""
     import sqlalchemy.exc
 
-    storage_path.parent.mkdir(parents=True, exist_ok=True)
+    if url is None:
+        storage_path.parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # autotune says what failed, in one line
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         storage = optuna.storages.RDBStorage(
-            f"sqlite:///{storage_path}",
+            url or f"sqlite:///{storage_path}",
             heartbeat_interval=HEARTBEAT_S,
             grace_period=GRACE_S,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
@@ -109,15 +110,31 @@ def open_study(storage_path: Path, study_name: str, seed: int) -> optuna.Study:
         )
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if url is not None:
+            from autotune.fleet import shown
+
+            raise UserError(
+                f"--storage {shown(url)}: the worker study cannot be opened ({reason[:160]})"
+            ) from None
         raise UserError(
             f"{storage_path} is not a worker study autotune can open ({reason[:120]}); move it aside "
             "and run again (earlier trials in it are not used)"
         ) from None
 
 
-def take_over(study: optuna.Study) -> int:
-    """Trials an earlier, killed run left running are failed and queued again; their number."""
-    optuna.storages.fail_stale_trials(study)  # heartbeat-stale trials (shared storage)
+def fleet_url_shown(url: str) -> str:
+    from autotune.fleet import shown
+
+    return shown(url)
+
+
+def take_over(study: optuna.Study, shared: bool = False) -> int:
+    """Trials an earlier, killed run left running are failed and queued again; their number. On
+    storage ``shared`` between machines a running trial may be another machine's: only those whose
+    heartbeat stopped are taken over."""
+    optuna.storages.fail_stale_trials(study)  # heartbeat-stale trials, queued again by the callback
+    if shared:
+        return 0
     taken = 0
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
@@ -132,6 +149,7 @@ def run_study(
     storage_path: Path,
     study_name: str,
     n_trials: int,
+    storage_url: str | None = None,
     max_workers: int,
     seed: int = 0,
     first_guesses: list[tuple[int, int]] | None = None,
@@ -151,8 +169,8 @@ def run_study(
     """
     if n_trials < 1:
         raise ValueError(f"trials must be at least 1, got {n_trials}")
-    study = open_study(storage_path, study_name, seed)
-    if taken := take_over(study):
+    study = open_study(storage_path, study_name, seed, storage_url)
+    if taken := take_over(study, shared=storage_url is not None):
         log.info("study %s: %d trial(s) a killed run left unfinished are measured again", study_name, taken)
     high = worker_range(max_workers)
     records: list[TrialRecord] = []
@@ -214,4 +232,5 @@ def run_study(
     if not scored:
         raise ProbeError("no worker setting could feed the training step; see worker_trials.csv")
     best = max(scored, key=lambda r: r.result.samples_per_s)
-    return StudyOutcome(best=best, trials=records, storage=f"sqlite:///{storage_path}", study_name=study_name)
+    storage = fleet_url_shown(storage_url) if storage_url else f"sqlite:///{storage_path}"
+    return StudyOutcome(best=best, trials=records, storage=storage, study_name=study_name)

@@ -61,6 +61,17 @@ def print_profile(p: dict[str, Any]) -> None:
                 f"{default['samples_per_s']:.2f} samples/s (tuned is {p['speedup_vs_default']:.2f}x)",
             )
         )
+    gpus = p.get("gpus", 1)
+    if gpus > 1:
+        rows.insert(
+            4,
+            (
+                "gpus",
+                f"{gpus} (DDP): batch {p['batch_size']} per GPU, effective batch "
+                f"{p.get('effective_batch_size') or p['batch_size'] * gpus}; LeRobot does not rescale "
+                "the learning rate for it",
+            ),
+        )
     if p.get("grad_accum_steps", 1) > 1:
         rows.insert(
             4,

@@ -243,6 +243,11 @@ def verify_profile(
     profile = read_profile(results, policy)
     if profile is None:
         raise UserError(f"no {policy} profile in {path}; run: autotune run --policy {policy}")
+    if profile.get("gpus", 1) > 1:
+        raise UserError(
+            f"the {policy} profile is for {profile['gpus']} GPUs under DDP and verify runs lerobot-train "
+            "in one process; run the printed command yourself, or tune with --gpus 1 to verify"
+        )
     trainer = trainer if trainer is not None and trainer.python is not None else find_trainer(lerobot)
     if trainer.python is None:
         raise UserError(

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from probes import distributed
 from probes.orphan import leave_with_parent
 from probes.protocol import ProbeRequest, ProbeResult
 
@@ -73,9 +74,13 @@ def main(argv: list[str]) -> int:
         stream=sys.stderr,
     )
     request_path, result_path = Path(argv[0]), Path(argv[1])
-    leave_with_parent(request_path.parent)
+    leave_with_parent(request_path.parent, launched=distributed.active())
     request = ProbeRequest.from_json(request_path.read_text())
     os.environ["AUTOTUNE_PROBE_DIR"] = str(request_path.parent)  # where a probe may write
+    ranked = distributed.active()
+    if ranked:  # one rank of a DDP job: its own GPU, its own result file
+        request.device = distributed.rank_device(request.device)
+        result_path = distributed.rank_result(result_path)
     started = time.perf_counter()
 
     def on_exceed(peak_bytes: int) -> None:
@@ -90,9 +95,11 @@ def main(argv: list[str]) -> int:
             wall_s=time.perf_counter() - started,
             message=f"measured peak memory passed the {request.memory_limit_bytes} B budget",
         ).write(result_path)
-        os._exit(0)
+        os._exit(1 if ranked else 0)  # non-zero: torchrun stops the other ranks
 
     try:
+        if ranked:
+            distributed.start(request.device)
         backend = request.model.backend if request.model is not None else "rebuilt"
         fields = runner_for(request.kind, backend)(request, on_exceed)
         result = ProbeResult(batch_size=request.batch_size, **fields)
@@ -111,8 +118,9 @@ def main(argv: list[str]) -> int:
     result.wall_s = time.perf_counter() - started
     result.write(result_path)
     sys.stderr.flush()
-    # Leave without waiting on DataLoader workers or CUDA teardown.
-    os._exit(0)
+    # Leave without waiting on DataLoader workers or CUDA teardown; a rank that failed leaves
+    # non-zero, so that torchrun stops the ranks still waiting for it in a collective.
+    os._exit(1 if ranked and not result.fits else 0)
 
 
 if __name__ == "__main__":

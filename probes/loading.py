@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from probes import catalogue
+from probes import catalogue, distributed
 from probes.dataset import FrameDataset
 from probes.device import synchronize
 from probes.memory import PeakWatcher, children_of, pss_bytes
@@ -68,17 +68,24 @@ def run_worker_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
     stats = {key: FeatureStats(mean=value.mean, std=value.std) for key, value in dataset.stats.items()}
     workers = request.num_workers
     decode_s = time_samples(dataset, request.seed)
+    # Under DDP each rank reads its own shard, as accelerate shards lerobot-train's sampler.
+    sampler = (
+        torch.utils.data.DistributedSampler(dataset, shuffle=True, seed=request.seed)
+        if distributed.active()
+        else None
+    )
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=request.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         num_workers=workers,
         prefetch_factor=request.prefetch_factor if workers > 0 else None,
         persistent_workers=workers > 0 and request.persistent_workers,
         pin_memory=device.type == "cuda",
         drop_last=False,
         multiprocessing_context=request.multiprocessing_context if workers > 0 else None,
-        generator=torch.Generator().manual_seed(request.seed),
+        generator=torch.Generator().manual_seed(request.seed) if sampler is None else None,
     )
     batches = itertools.chain.from_iterable(itertools.repeat(loader))  # LeRobot's cycled iterator
     fields = drive(

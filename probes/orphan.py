@@ -41,13 +41,14 @@ def _take_down(folder: Path, parent: int) -> None:
     os._exit(1)
 
 
-def leave_with_parent(folder: Path) -> None:
+def leave_with_parent(folder: Path, launched: bool = False) -> None:
     """When the parent (the tuner) is gone, remove ``folder`` and kill this process group.
 
     The tuner's pid comes from ``AUTOTUNE_PARENT_PID``: a child whose tuner died while it was still
-    starting (before this runs) has already been handed to another parent, and must see that.
+    starting (before this runs) has already been handed to another parent, and must see that. A
+    rank ``launched`` by torchrun watches torchrun, its own parent, instead.
     """
-    parent = int(os.environ.get("AUTOTUNE_PARENT_PID", "0")) or os.getppid()
+    parent = (0 if launched else int(os.environ.get("AUTOTUNE_PARENT_PID", "0"))) or os.getppid()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *_: _take_down(folder, parent))

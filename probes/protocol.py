@@ -128,6 +128,8 @@ class ProbeRequest:
     # kind="ppo" / "rrd" (autotune rl): the networks and batch shape, read by probes/rl/spec.py; the
     # probed size is batch_size (PPO: the minibatch; RRD: BATCH_SIZE or the subsequence count).
     rl: dict[str, Any] | None = None
+    # Ranks of one DDP job (autotune run --gpus N): batch_size is per rank; 1 is a single process.
+    world_size: int = 1
     # kind="estimate": the batch sizes to count the training step's live tensor bytes at, on the meta
     # device, as ``device`` (its type) would run it at ``precision`` (probes/estimate.py).
     estimate_batch_sizes: list[int] = field(default_factory=list)
@@ -182,6 +184,9 @@ class ProbeResult:
     estimate: dict[str, Any] | None = None
     step_times_s: list[float] = field(default_factory=list)
     data_times_s: list[float] = field(default_factory=list)
+    # A DDP job: its ranks, and each rank's peak (the job's peak above is the largest).
+    world_size: int = 1
+    rank_peaks_bytes: list[int] = field(default_factory=list)
     dataset: DatasetInfo | None = None
     environment: Environment | None = None
     description: dict[str, Any] | None = None

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from probes import catalogue
+from probes import catalogue, distributed
 from probes.device import MemoryMeter, measured_fields, resolve_device, synchronize
 from probes.policies.common import count_params
 from probes.protocol import ProbeRequest
@@ -50,7 +50,10 @@ def build(request: ProbeRequest, on_exceed: Any, enforce: bool = True) -> Traine
     module = catalogue.model_module(request.model.policy)
     model = module.Model(cfg).to(device)
     model.set_gradient_checkpointing(request.model.gradient_checkpointing)
-    return Trainer(device, meter, module, cfg, TrainStep(model, cfg, device, request.precision))
+    step = TrainStep(model, cfg, device, request.precision)
+    if distributed.active():
+        step.model = distributed.wrap(model, device)  # the optimizer holds the same parameters
+    return Trainer(device, meter, module, cfg, step)
 
 
 def run_batch_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
@@ -68,7 +71,7 @@ def run_batch_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
         trainer.cfg,
         trainer.step,
     )
-    generator = torch.Generator().manual_seed(request.seed)
+    generator = torch.Generator().manual_seed(request.seed + distributed.rank())
     batch = module.synthetic_batch(cfg, request.batch_size, generator)
     taken = 0
 

@@ -5,9 +5,21 @@
 # a build that runs on the GPU where one is present and on the CPU otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# --test: also the LeRobot release the tests verify against, in its own environment (.lerobot/).
+# --test: also the LeRobot release the tests verify against, in its own environment (.lerobot/),
+# and PostgreSQL's driver for the fleet's tests (their server is the distribution's PostgreSQL).
+extras="dev"
 if [ "${1:-}" = "--test" ]; then
   bash scripts/setup-lerobot.sh
+  extras="dev,fleet"
+  if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "[setup] installing the distribution's PostgreSQL server (the fleet's tests start one)" >&2
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    else
+      echo "[setup] error: the fleet's tests need a PostgreSQL server's initdb; install your distribution's postgresql package" >&2
+      exit 2
+    fi
+  fi
 fi
 
 PYTHON="${PYTHON:-python3}"
@@ -33,7 +45,7 @@ fi
 
 echo "[setup] installing autotune and its dependencies into .venv" >&2
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-  -c constraints.txt "${extra[@]}" -e '.[dev]' 2> >(grep -v '^WARNING: Location' >&2)
+  -c constraints.txt "${extra[@]}" -e ".[${extras}]" 2> >(grep -v '^WARNING: Location' >&2)
 .venv/bin/python - <<'PY'
 import sys
 import torch, torchvision, av, optuna, pandas, pynvml  # noqa: F401

@@ -107,6 +107,8 @@ def assemble(
         lerobot_version=cfg.trainer.version,
         lerobot_source=cfg.trainer.source,
         backend=ctx.backend,
+        gpus=cfg.gpus,
+        effective_batch_size=batch * cfg.gpus * decision.grad_accum_steps,
         lerobot_train_env=train.env,
         lerobot_train_reproduces=train.reproduces,
         lerobot_train_caveats=train.caveats,
@@ -136,6 +138,7 @@ def setting(
         num_workers=workers,
         prefetch_factor=prefetch,
         grad_accum_steps=accum,
+        gpus=cfg.gpus,
     )
 
 

@@ -52,6 +52,7 @@ def tune_workers(
         return run_study(
             lambda workers, prefetch: prober.trial(variant, batch, workers, prefetch),
             storage_path=cfg.results / "studies" / f"{cfg.policy}.db",
+            storage_url=cfg.storage,
             study_name=f"{cfg.policy}-{key}",
             n_trials=cfg.trials,
             max_workers=cores,

@@ -5,27 +5,15 @@ the CSVs. The model is ACT (and SmolVLA) reduced in width and depth so CI stays 
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.cli import SMALL_ACT, autotune, set_flags
+from tests.cli import autotune
+from tests.e2e.shared import HAS_LEROBOT, RUN_ACT
 
 pytestmark = pytest.mark.slow
-
-SMALL_ACT_FLAGS = set_flags(SMALL_ACT)
-RUN_ACT = [
-    "run", "--policy", "act", "--device", "cpu", "--memory-limit", "470MiB",
-    "--image-size", "48x64", "--cameras", "2", "--trials", "2", *SMALL_ACT_FLAGS,
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def act_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    cwd = tmp_path_factory.mktemp("act")
-    return cwd, autotune(*RUN_ACT, cwd=cwd)
 
 
 def test_run_writes_a_profile_with_a_certified_maximum(act_run) -> None:
@@ -150,9 +138,11 @@ def test_the_interrupted_study_resumes_from_sqlite(act_run) -> None:
 def test_by_default_the_trainers_answer_and_the_checkpointed_one_beside_it(act_run) -> None:
     cwd, proc = act_run
     profile = json.loads((cwd / "results" / "profiles" / "act.json").read_text())
-    # lerobot-train 0.6.1 (assumed: none on PATH here) has no checkpointing for ACT: the printed
-    # answer is measured without it, and reproduces; the checkpointed one is measured beside it.
-    assert profile["lerobot_version"] == "0.6.1" and profile["lerobot_source"] == "assumed"
+    # lerobot-train 0.6.1 (the tests' release, --lerobot; assumed where it is not installed) has no
+    # checkpointing for ACT: the printed answer is measured without it, and reproduces; the
+    # checkpointed one is measured beside it.
+    assert profile["lerobot_version"] == "0.6.1"
+    assert profile["lerobot_source"] == ("path" if HAS_LEROBOT else "assumed")
     assert profile["grad_checkpointing"] is False and profile["lerobot_train_reproduces"]
     beside = profile["beside"]
     assert beside["grad_checkpointing"] is True and beside["precision"] == "fp32"

@@ -62,3 +62,24 @@ def test_compare_tunes_checkpointing_on_and_off_and_prints_what_the_trainer_runs
     probes = pd.read_csv(tmp_path / "results" / "batch_probes.csv")
     assert set(probes.grad_checkpointing) == {True, False}
     assert "compared" in proc.stdout
+
+
+def test_two_ranks_tune_the_batch_per_gpu_and_print_the_launch(tmp_path: Path) -> None:
+    # Two gloo ranks on the CPU: the same path as --gpus 2 on two GPUs, NCCL aside.
+    proc = autotune(
+        "run", "--policy", "act", "--device", "cpu", "--gpus", "2", "--memory-limit", "520MiB",
+        "--image-size", "48x64", "--trials", "1", "--trainer-only", "--throughput-points", "1",
+        "--soak-steps", "1", "--max-batch", "12", *SMALL_ACT_FLAGS, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    profile = json.loads((tmp_path / "results" / "profiles" / "act.json").read_text())
+    assert profile["gpus"] == 2 and profile["conditions"]["gpus"] == 2
+    assert profile["effective_batch_size"] == 2 * profile["batch_size"] * profile["grad_accum_steps"]
+    command = proc.stdout.strip().splitlines()[-1]
+    assert "accelerate launch --num_processes=2 $(which lerobot-train) " in command
+    assert f"--batch_size={profile['batch_size']}" in command  # per GPU
+    assert any(
+        line.strip().startswith("gpus") and "effective batch" in line for line in proc.stdout.splitlines()
+    )
+    trials = pd.read_csv(tmp_path / "results" / "worker_trials.csv")
+    assert (trials.status == "ok").all()

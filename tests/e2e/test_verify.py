@@ -11,27 +11,24 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.cli import ROOT, SMALL_ACT, autotune, set_flags
+from tests.cli import autotune
+from tests.e2e.shared import HAS_LEROBOT, LEROBOT
 from tests.e2e.test_cli_errors import assert_one_line_error
 
 pytestmark = pytest.mark.slow
 
-LEROBOT = ROOT / ".lerobot"
 needs_lerobot = pytest.mark.skipif(
-    not (LEROBOT / "bin" / "lerobot-train").exists(),
-    reason="no LeRobot release in .lerobot/ (install it: bash scripts/setup.sh --test)",
+    not HAS_LEROBOT, reason="no LeRobot release in .lerobot/ (install it: bash scripts/setup.sh --test)"
 )
-RUN = [
-    "run", "--policy", "act", "--device", "cpu", "--memory-limit", "560MiB", "--image-size", "48x64",
-    "--trials", "1", "--trainer-only", "--throughput-points", "1", "--soak-steps", "1",
-    "--lerobot", str(LEROBOT), *set_flags(SMALL_ACT),
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    cwd = tmp_path_factory.mktemp("verify")
-    return cwd, autotune(*RUN, "--verify", cwd=cwd, env={"HF_HUB_OFFLINE": "1"})
+def tuned(act_as_tuned: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """The session's tuned ACT (tests/e2e/shared.py), verified in lerobot-train 0.6.1."""
+    proc = autotune(
+        "verify", "--policy", "act", "--lerobot", str(LEROBOT), cwd=act_as_tuned, env={"HF_HUB_OFFLINE": "1"}
+    )
+    return act_as_tuned, proc
 
 
 @needs_lerobot

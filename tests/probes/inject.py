@@ -4,11 +4,13 @@
 
 ``TYPE`` is ``AcceleratorError``, ``OutOfMemoryError`` or ``RuntimeError``: the errors CUDA and
 its libraries raise near the limit, injected where they arise (in the step) so that the child's
-own reporting path turns them into a result.
+own reporting path turns them into a result. Started as one rank of a DDP job, only the rank named
+by ``INJECT_RANK`` (when set) fails.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -27,9 +29,12 @@ def main(argv: list[str]) -> int:
     original = train_step.TrainStep.__call__
     calls = [0]
 
+    only = os.environ.get("INJECT_RANK")
+    mine = only is None or only == os.environ.get("RANK", "0")
+
     def failing(self: train_step.TrainStep, batch: Any) -> float:
         calls[0] += 1
-        if calls[0] == int(at):
+        if mine and calls[0] == int(at):
             raise error(message)
         return original(self, batch)
 

@@ -1,0 +1,232 @@
+"""A fleet on one shared database (``--storage URL``): what each machine should run, and which regressed.
+
+Any SQLAlchemy URL Optuna accepts works (``postgresql://user:password@host/db`` for a lab's
+server; ``sqlite:///path`` for one machine). The database holds the worker studies (Optuna's own
+tables; a study's name carries the conditions and the machine's fingerprint, so only machines
+with the same fingerprint share one) and one row per run in :data:`TABLE`: the run's summary, the
+machine it ran on, any regression the nightly check flagged, and the profile itself, so that
+nothing lives only on a machine's disk. ``autotune fleet --storage URL`` reads the newest row per
+machine and policy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from autotune.errors import UserError
+
+TABLE = "autotune_runs"
+CONNECT_TIMEOUT_S = 10
+# autotune fleet's columns, in order.
+FLEET_COLUMNS = [
+    "machine",
+    "policy",
+    "gpu_name",
+    "driver_version",
+    "torch_version",
+    "batch_size",
+    "num_workers",
+    "prefetch_factor",
+    "samples_per_s",
+    "last_tuned",
+    "last_run",
+    "last_status",
+    "regression",
+]
+
+
+def shown(url: str) -> str:
+    """``url`` with its password hidden, for messages."""
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "the storage URL"
+
+
+def _engine(url: str) -> Any:
+    import sqlalchemy as sa
+
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise UserError(
+            f"--storage {url!r} is not a database URL: use postgresql://USER:PASSWORD@HOST/DB "
+            "(or sqlite:///PATH)"
+        ) from None
+    args = {"connect_timeout": CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
+    try:
+        return sa.create_engine(parsed, connect_args=args, pool_pre_ping=True)
+    except (sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise UserError(
+            f"--storage {shown(url)}: its database driver is not installed ({exc}); for PostgreSQL: "
+            "pip install 'autotune[fleet]'"
+        ) from None
+
+
+def _table(metadata: Any) -> Any:
+    import sqlalchemy as sa
+
+    return sa.Table(
+        TABLE,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("run_id", sa.String(64), nullable=False),
+        sa.Column("machine", sa.String(255), nullable=False),
+        sa.Column("policy", sa.String(64), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),  # ok, checked or failed
+        sa.Column("finished_at", sa.String(40), nullable=False),  # ISO 8601, UTC
+        sa.Column("gpu_name", sa.String(255)),
+        sa.Column("gpu_uuid", sa.String(255)),
+        sa.Column("driver_version", sa.String(64)),
+        sa.Column("cuda_driver_version", sa.String(64)),
+        sa.Column("torch_version", sa.String(64)),
+        sa.Column("lerobot_version", sa.String(64)),
+        sa.Column("batch_size", sa.Integer),
+        sa.Column("max_batch_size", sa.Integer),
+        sa.Column("num_workers", sa.Integer),
+        sa.Column("prefetch_factor", sa.Integer),
+        sa.Column("samples_per_s", sa.Float),
+        sa.Column("regression", sa.Text),  # the alarm's regressions, "; "-separated; "" for none
+        sa.Column("profile", sa.Text),  # the profile as JSON (the one checked, for a check)
+    )
+
+
+def _unreachable(url: str, exc: BaseException) -> UserError:
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return UserError(
+        f"--storage {shown(url)} cannot be reached or authenticated ({reason[0] if reason else type(exc).__name__}); "
+        "check the host, the database, the user and the password"
+    )
+
+
+def check(url: str) -> None:
+    """Connect once and make sure the runs table exists: one line, before any probe, if not."""
+    import sqlalchemy as sa
+
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        metadata = sa.MetaData()
+        _table(metadata)
+        try:
+            metadata.create_all(engine, checkfirst=True)
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+            # Another machine created it at the same moment.
+            metadata.create_all(engine, checkfirst=True)
+    except sa.exc.DBAPIError as exc:
+        raise _unreachable(url, exc) from None
+    finally:
+        engine.dispose()
+
+
+def machine() -> str:
+    """This machine's name in the fleet: ``AUTOTUNE_MACHINE``, else the host name."""
+    return os.environ.get("AUTOTUNE_MACHINE", "").strip() or socket.gethostname()
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def record(url: str, row: dict[str, Any], profile: dict[str, Any] | None, regressions: Sequence[str]) -> None:
+    """Add one run's row (its runs.csv row, its profile, its regressions) to the shared table."""
+    import sqlalchemy as sa
+
+    engine = _engine(url)
+    metadata = sa.MetaData()
+    table = _table(metadata)
+    values = {
+        "run_id": str(row.get("run_id", "")),
+        "machine": machine(),
+        "policy": str(row.get("policy", "")),
+        "status": str(row.get("status", "")),
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "gpu_name": str(row.get("gpu_name") or ""),
+        "gpu_uuid": str(row.get("gpu_uuid") or ""),
+        "driver_version": str(row.get("driver_version") or ""),
+        "cuda_driver_version": str(row.get("cuda_driver_version") or ""),
+        "torch_version": str(row.get("torch_version") or ""),
+        "lerobot_version": str(row.get("lerobot_version") or ""),
+        "batch_size": _int(row.get("batch_size")),
+        "max_batch_size": _int(row.get("max_batch_size")),
+        "num_workers": _int(row.get("num_workers")),
+        "prefetch_factor": _int(row.get("prefetch_factor")),
+        "samples_per_s": _float(row.get("samples_per_s")),
+        "regression": "; ".join(regressions),
+        "profile": json.dumps(profile) if profile is not None else None,
+    }
+    try:
+        with engine.begin() as conn:
+            conn.execute(table.insert().values(**values))
+    except sa.exc.DBAPIError as exc:
+        raise _unreachable(url, exc) from None
+    finally:
+        engine.dispose()
+
+
+def runs(url: str) -> pd.DataFrame:
+    """Every row of the shared table, oldest first."""
+    import sqlalchemy as sa
+
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(TABLE):
+                return pd.DataFrame(columns=[c.name for c in _table(sa.MetaData()).columns])
+            return pd.read_sql(sa.text(f"SELECT * FROM {TABLE} ORDER BY id"), conn)
+    except sa.exc.DBAPIError as exc:
+        raise _unreachable(url, exc) from None
+    finally:
+        engine.dispose()
+
+
+def fleet(url: str) -> pd.DataFrame:
+    """One row per machine and policy: its newest answer (the newest run that tuned or checked),
+    when it was last tuned, how its newest run ended and the regression that run flagged."""
+    every = runs(url)
+    if every.empty:
+        return pd.DataFrame(columns=FLEET_COLUMNS)
+    rows = []
+    for (machine, policy), group in every.groupby(["machine", "policy"], sort=True):
+        answered = group[group.status.isin(["ok", "checked"])]
+        tuned = group[group.status == "ok"]
+        newest = group.iloc[-1]
+        answer = answered.iloc[-1] if not answered.empty else newest
+        rows.append(
+            {
+                "machine": machine,
+                "policy": policy,
+                "gpu_name": answer.gpu_name or "CPU",
+                "driver_version": answer.driver_version,
+                "torch_version": answer.torch_version,
+                "batch_size": answer.batch_size,
+                "num_workers": answer.num_workers,
+                "prefetch_factor": answer.prefetch_factor,
+                "samples_per_s": answer.samples_per_s,
+                "last_tuned": tuned.iloc[-1].finished_at if not tuned.empty else "",
+                "last_run": newest.finished_at,
+                "last_status": newest.status,
+                "regression": newest.regression or "",
+            }
+        )
+    return pd.DataFrame(rows, columns=FLEET_COLUMNS)

@@ -1,0 +1,42 @@
+"""The tuned run several end-to-end modules read: one `autotune run` of the cut-down ACT for the
+whole session (tests/e2e/test_run.py checks it, tests/e2e/test_verify.py verifies a copy of its
+profile in the real lerobot-train), so the suite tunes it once."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cli import ROOT, SMALL_ACT, autotune, set_flags
+
+LEROBOT = ROOT / ".lerobot"
+HAS_LEROBOT = (LEROBOT / "bin" / "lerobot-train").exists()
+RUN_ACT = [
+    "run", "--policy", "act", "--device", "cpu", "--memory-limit", "470MiB",
+    "--image-size", "48x64", "--cameras", "2", "--trials", "2", *set_flags(SMALL_ACT),
+    # The lerobot-train the answer is made for, where the tests' LeRobot release is installed.
+    *(["--lerobot", str(LEROBOT)] if HAS_LEROBOT else []),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def act_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    cwd = tmp_path_factory.mktemp("act")
+    proc = autotune(*RUN_ACT, cwd=cwd)
+    # The profile as the tune left it, for the modules that must not see what test_run does next.
+    if proc.returncode == 0:
+        snapshot = cwd.parent / f"{cwd.name}-as-tuned" / "results"
+        shutil.copytree(cwd / "results" / "profiles", snapshot / "profiles")
+        (snapshot / "datasets").symlink_to(cwd / "results" / "datasets")  # the data it was tuned on
+    return cwd, proc
+
+
+@pytest.fixture(scope="session")
+def act_as_tuned(act_run) -> Path:
+    """A folder whose results hold only the profile act_run wrote, as it wrote it."""
+    cwd, proc = act_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd.parent / f"{cwd.name}-as-tuned"
