@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune import config as C
 from autotune.alarm import EXIT_REGRESSION
@@ -13,6 +13,9 @@ from autotune.errors import ProbeError, UserError
 from autotune.units import format_bytes
 from probes import catalogue
 from probes.protocol import PRECISIONS, ModelSpec
+
+if TYPE_CHECKING:
+    from autotune.trainer import Trainer
 
 
 def _overrides(policy: str, pairs: list[str]) -> dict[str, object]:
@@ -45,7 +48,7 @@ def resolve_backend(asked: str) -> str:
     return asked
 
 
-def imported_trainer(lerobot: str | None, lerobot_version: str | None):  # -> Trainer
+def imported_trainer(lerobot: str | None, lerobot_version: str | None) -> Trainer:
     """The trainer the LeRobot backend measures with: the LeRobot in this Python. ``--lerobot``
     or ``--lerobot-version`` naming another version is refused: the figures would be another's."""
     import sys

@@ -136,8 +136,14 @@ def check_in_lerobot(cfg: RunConfig, data: DatasetShape) -> RunConfig:
     log.info("building %s with lerobot %s's own code to check its settings", cfg.policy, cfg.trainer.version)
     result = run_probe(request, cfg.probe_timeout_s)
     if result.fits:
-        for note in (result.description or {}).get("notes", []):
+        description = result.description or {}
+        for note in description.get("notes", []):
             log.info("lerobot backend: %s", note)
+        if not description.get("grad_checkpointing") and any(v.grad_checkpointing for v in cfg.variants()):
+            raise UserError(
+                f"lerobot {cfg.trainer.version}'s {cfg.policy} has no gradient checkpointing; drop "
+                "--grad-checkpointing and --compare, or pass --backend rebuilt"
+            )
         return cfg
     unbuildable = bool((result.description or {}).get("unbuildable"))
     if unbuildable and cfg.policy in catalogue.POLICIES:

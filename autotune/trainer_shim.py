@@ -28,6 +28,18 @@ def rss_bytes(pid="self"):
         return 0
 
 
+def peak_rss_bytes():
+    # VmHWM, this process's own high-water mark; ru_maxrss would start at the parent's size.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def pss_bytes(pid):
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -127,7 +139,7 @@ def main():
         stop.set()
         watcher.join(timeout=1.0)
         fold()
-        high_water = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+        high_water = peak_rss_bytes() - baseline
         result = {
             "exit_code": code,
             "error": error,

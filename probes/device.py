@@ -6,14 +6,13 @@ The rest of autotune never calls ``torch.cuda`` directly, and only probe childre
 from __future__ import annotations
 
 import re
-import resource
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from probes.memory import PeakWatcher, rss_bytes
+from probes.memory import PeakWatcher, peak_rss_bytes, rss_bytes
 
 MiB = 1024**2
 # After warm-up the allocator's cap leaves free what was measured outside it (the CUDA context,
@@ -187,9 +186,9 @@ class MemoryMeter:
             self.watcher.sample()
 
     def _high_water(self) -> int:
-        # ru_maxrss is the kernel's exact high-water mark (KiB on Linux); it catches spikes
+        # The kernel's exact high-water mark of this process's memory (VmHWM); it catches spikes
         # between samples.
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - self.baseline_bytes
+        return peak_rss_bytes() - self.baseline_bytes
 
     def peak(self) -> MemoryPeak:
         """The peak since the warm-up ended (CUDA) or since ``start`` (CPU, where the warm-up,

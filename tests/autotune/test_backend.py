@@ -126,3 +126,13 @@ def test_what_lerobot_refuses_is_its_own_line(monkeypatch) -> None:
 def test_a_policy_lerobot_builds_keeps_the_lerobot_backend(monkeypatch) -> None:
     _describe(monkeypatch, ProbeResult("ok", 0, description={"notes": [], "grad_checkpointing": True}))
     assert context.check_in_lerobot(_cfg("diffusion"), DATA).backend == "lerobot"
+
+
+def test_checkpointing_asked_of_a_lerobot_policy_without_it_is_one_line(monkeypatch) -> None:
+    _describe(monkeypatch, ProbeResult("ok", 0, description={"notes": [], "grad_checkpointing": False}))
+    cfg = RunConfig(
+        policy="act", device="cpu", precision="fp32", backend="lerobot", trainer=Trainer("0.6.1", "imported"),
+        compare=True,
+    )  # fmt: skip
+    with pytest.raises(UserError, match="0.6.1's act has no gradient checkpointing"):
+        context.check_in_lerobot(cfg, DATA)

@@ -27,6 +27,12 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     [
         (["run", "--policy", "diffusion"], ["unknown policy 'diffusion'", "--backend lerobot"]),
         (["run", "--policy", "act;rm"], ["not a policy name"]),
+        (["run", "--policy", "act", "--gpus", "0"], ["--gpus", "at least 1"]),
+        (["run", "--policy", "act", "--device", "cpu", "--gpus", "999"], ["--gpus 999", "needs a core"]),
+        (
+            ["run", "--policy", "act", "--device", "cpu", "--gpus", "2", "--backend", "lerobot"],
+            ["--backend lerobot"],
+        ),
         (["run", "--policy", "act", "--memory-limit", "12 parsecs"], ["malformed size", "12 parsecs"]),
         (["run", "--policy", "act", "--memory-limit", "0GiB"], ["must be positive"]),
         (["run", "--policy", "act", "--image-size", "480by640"], ["malformed image size"]),

@@ -175,3 +175,20 @@ def test_a_cpu_probe_keeps_its_warm_up_peak_apart_and_its_budget_as_the_cap() ->
     peak = meter.peak()
     assert peak.limit_bytes == 2 * GiB
     assert 12 * MiB < peak.warmup_reserved_bytes <= peak.reserved_bytes
+
+
+def test_a_childs_peak_is_its_own_not_its_large_parents() -> None:
+    import subprocess
+    import sys
+
+    from probes.memory import peak_rss_bytes
+
+    ballast = bytearray(300 * 1024**2)  # this process now holds 300 MiB more
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    child = subprocess.run(
+        [sys.executable, "-c", "from probes.memory import peak_rss_bytes; print(peak_rss_bytes())"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    # ru_maxrss would report at least the parent's size here; VmHWM is the child's own.
+    assert int(child.stdout) < 200 * 1024**2 < peak_rss_bytes(), (int(child.stdout), peak_rss_bytes())
+    del ballast
