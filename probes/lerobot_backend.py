@@ -33,10 +33,11 @@ from typing import Any
 import torch
 
 from probes.catalogue import backend_policy_args
-from probes.device import MemoryMeter, measured_fields, resolve_device, synchronize
+from probes.device import MemoryMeter, resolve_device
 from probes.policies.common import count_params
 from probes.protocol import ProbeRequest
 from probes.train_step import MAX_WARMUP_STEPS
+from probes.training import timed_steps
 
 log = logging.getLogger("probes.child")
 
@@ -336,28 +337,9 @@ def run_batch_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
     session = open_session(request, meter)
     step = Step(session, request.precision)
     raw = one_batch(session, request.batch_size, request.seed)
-    taken = 0
-
-    def timed_step(phase: str) -> float:
-        nonlocal taken
-        prepared = session.prepare(dict(raw))
-        synchronize(device)
-        t0 = time.perf_counter()
-        step(prepared)
-        synchronize(device)
-        elapsed = time.perf_counter() - t0
-        meter.check()
-        log.info("lerobot batch %d %s step %d: %.3f s", request.batch_size, phase, taken, elapsed)
-        taken += 1
-        return elapsed
-
-    warmup_steps = warm_up(step, lambda _: timed_step("warm-up"), request.warmup_steps)
-    meter.end_warmup()
-    times = [timed_step("measured") for _ in range(request.measure_steps)]
-    fields = measured_fields(meter.peak(), times, warmup_steps, request.batch_size)
+    fields = timed_steps(request, device, meter, step, lambda _: session.prepare(dict(raw)), warm_up)
     return {
         **fields,
-        "updt_s": fields["step_time_s"],
         **session.param_counts(),
         "message": fields["message"] or "; ".join(session.notes),
     }

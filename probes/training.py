@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,16 +74,35 @@ def run_batch_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
     )
     generator = torch.Generator().manual_seed(request.seed + distributed.rank())
     batch = module.synthetic_batch(cfg, request.batch_size, generator)
+
+    def prepared(taken: int) -> Any:
+        nonlocal batch
+        if request.vary_padding and taken > 0:
+            batch = module.synthetic_batch(cfg, request.batch_size, generator)
+        return prepare_batch(batch, device)
+
+    return {**timed_steps(request, device, meter, step, prepared, warm_up), **trainer.param_counts()}
+
+
+def timed_steps(
+    request: ProbeRequest,
+    device: torch.device,
+    meter: MemoryMeter,
+    step: Any,
+    prepared: Callable[[int], Any],
+    warm: Callable[[Any, Callable[[int], object], int], int],
+) -> dict[str, Any]:
+    """Warm up with ``warm`` (until the optimizer holds its state), then time
+    ``request.measure_steps`` steps of ``step`` on ``prepared(i)`` (the i-th step's batch, on the
+    device): a batch probe's result fields, its peak memory and step time."""
     taken = 0
 
     def timed_step(phase: str) -> float:
-        nonlocal batch, taken
-        if request.vary_padding and taken > 0:
-            batch = module.synthetic_batch(cfg, request.batch_size, generator)
-        prepared = prepare_batch(batch, device)
+        nonlocal taken
+        batch = prepared(taken)
         synchronize(device)
         t0 = time.perf_counter()
-        step(prepared)  # ends with loss.item(), which synchronises
+        step(batch)  # ends with loss.item(), which synchronises
         synchronize(device)
         elapsed = time.perf_counter() - t0
         meter.check()
@@ -90,8 +110,8 @@ def run_batch_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
         taken += 1
         return elapsed
 
-    warmup_steps = warm_up(step, lambda _: timed_step("warm-up"), request.warmup_steps)
+    warmup_steps = warm(step, lambda _: timed_step("warm-up"), request.warmup_steps)
     meter.end_warmup()
     times = [timed_step("measured") for _ in range(request.measure_steps)]
     fields = measured_fields(meter.peak(), times, warmup_steps, request.batch_size)
-    return {**fields, "updt_s": fields["step_time_s"], **trainer.param_counts()}
+    return {**fields, "updt_s": fields["step_time_s"]}
