@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 EXIT_REGRESSION = 4
 HISTORY = 5  # earlier runs the reference is the median of
 NOISE_FACTOR = 3.0
@@ -72,7 +70,9 @@ def history(runs_csv: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
     """Earlier ``ok`` and ``checked`` rows of runs.csv under the conditions of ``row``, oldest first."""
     if not runs_csv.exists():
         return []
-    frame = pd.read_csv(runs_csv, keep_default_na=False, dtype=str)
+    from autotune.history import read_runs  # rows holding what no run writes are left out
+
+    frame, _ = read_runs(runs_csv)
     same = frame[(frame.status.isin(["ok", "checked"])) & (frame.run_id != str(row["run_id"]))]
     for column in CONDITION_COLUMNS:
         if column in same.columns:

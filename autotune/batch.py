@@ -4,30 +4,36 @@ Pure logic over a probe callable, like :mod:`autotune.search`:
 
 - **Throughput.** The largest batch is not always the fastest. Samples per second are measured at
   a few sizes at or below the largest batch that keeps the headroom (the search's own probes
-  count), and the fastest is recommended; a smaller size must beat the largest candidate by more
-  than the measurement noise (:data:`MIN_GAIN`) to win.
+  count). The default is the largest batch within the headroom (that passed the soak); a smaller
+  size replaces it only when paired runs show it faster beyond the measured noise
+  (:mod:`autotune.noise`): the two are measured again, interleaved, and a point off the trend of
+  samples/s against batch size is measured again before it can decide anything. At most
+  :data:`autotune.noise.BATCH_REPEATS` extra probes per decision.
 - **Soak.** The recommendation then trains for longer (``soak_steps``, with action padding varying
   as episode boundaries make it vary in real data). If it runs out of memory, or the CUDA
   allocator has to free its cache and retry (thrashing near the limit), it is lowered and soaked
-  again.
-- **Target batch.** ``--target-batch N`` splits N into ``batch_size x accumulation steps`` with the
-  fastest batch size that divides N and fits.
+  again. The soak of the largest batch is also its first throughput measurement; its timing
+  counts only while it agrees with the trend.
+- **Target batch.** ``--target-batch N`` splits N into ``batch_size x accumulation steps``: the
+  largest batch size that divides N and fits, unless another divisor is measurably faster.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from autotune import noise
 from autotune.errors import ProbeError
+from autotune.noise import Decision
 from autotune.search import SearchOutcome, fit_memory
 from probes.protocol import ProbeResult
 
 log = logging.getLogger(__name__)
 
-MIN_GAIN = 0.03  # a smaller batch must be this much faster than the largest candidate to win
 LOWER_STEP = 0.05  # a failed soak lowers the batch by this share, doubling at each failure
 MAX_SOAKS = 5
 
@@ -41,6 +47,10 @@ class ThroughputPoint:
     step_time_s: float
     peak_reserved_bytes: int
     phase: str
+    repeat: int = 0  # earlier timed measurements at this size (0: the first)
+    counted: bool = True  # False: off the trend, set aside when a new measurement lay on it
+    step_spread: float = 0.0  # relative spread of its per-step samples/s
+    steps: int = 0
 
 
 @dataclass
@@ -56,7 +66,7 @@ class SoakRecord:
 
 @dataclass
 class BatchDecision:
-    """The recommended batch and the evidence: the throughput curve and the soaks."""
+    """The recommended batch and the evidence: the throughput curve, the soaks, the comparison."""
 
     batch_size: int
     headroom_batch: int  # the largest batch that keeps the headroom
@@ -65,10 +75,21 @@ class BatchDecision:
     grad_accum_steps: int = 1
     target_batch: int | None = None
     soak_result: ProbeResult | None = None
+    decision: Decision | None = None  # the recommended batch against the default, against the noise
+    extra_probes: int = 0  # probes measured again to decide (off-trend points, paired runs)
 
     @property
     def lowered_by_soak(self) -> bool:
         return any(s.lowered for s in self.soaks)
+
+    def samples_per_s_at(self, size: int) -> float:
+        """The mean of the counted measurements at ``size`` (0 where none)."""
+        return _rate(self.curve, size) or 0.0
+
+    def step_time_s_at(self, size: int) -> float:
+        """The step time of the counted measurements at ``size``, from their mean samples/s."""
+        rate = _rate(self.curve, size)
+        return size / rate if rate else 0.0
 
 
 def headroom_batch(outcome: SearchOutcome, headroom: float) -> int:
@@ -105,28 +126,78 @@ def throughput_candidates(headroom_batch: int, points: int) -> list[int]:
     return sizes
 
 
-def fastest(curve: list[ThroughputPoint], ceiling: int) -> int:
-    """The fastest size at or below ``ceiling``; the largest wins unless beaten by MIN_GAIN."""
-    eligible = [p for p in curve if p.batch_size <= ceiling and p.samples_per_s > 0]
-    if not eligible:
-        return ceiling
-    largest = max(eligible, key=lambda p: p.batch_size)
-    best = max(eligible, key=lambda p: p.samples_per_s)
-    if best.samples_per_s > largest.samples_per_s * (1 + MIN_GAIN):
-        return best.batch_size
-    return largest.batch_size
-
-
 def _check(result: ProbeResult) -> ProbeResult:
     if result.status in ("error", "timeout"):
         raise ProbeError(f"probe at batch {result.batch_size} ended with {result.status}: {result.message}")
     return result
 
 
-def _point(result: ProbeResult, phase: str) -> ThroughputPoint:
+def _point(result: ProbeResult, phase: str, repeat: int = 0) -> ThroughputPoint:
+    rates = noise.per_step_rates(result.batch_size, result.step_times_s)
     return ThroughputPoint(
-        result.batch_size, result.samples_per_s, result.step_time_s, result.peak_reserved_bytes, phase
+        result.batch_size,
+        result.samples_per_s,
+        result.step_time_s,
+        result.peak_reserved_bytes,
+        phase,
+        repeat=repeat,
+        step_spread=noise.relative_spread(rates),
+        steps=len(rates),
     )
+
+
+def _rate(points: list[ThroughputPoint], size: int) -> float | None:
+    rates = [p.samples_per_s for p in points if p.batch_size == size and p.counted and p.samples_per_s > 0]
+    return statistics.fmean(rates) if rates else None
+
+
+class _Curve:
+    """Every timed measurement of one decision, in the order measured."""
+
+    def __init__(self) -> None:
+        self.points: list[ThroughputPoint] = []
+
+    def add(self, result: ProbeResult, phase: str) -> ThroughputPoint | None:
+        if not result.fits or result.samples_per_s <= 0:
+            return None
+        repeat = sum(p.batch_size == result.batch_size for p in self.points)
+        point = _point(result, phase, repeat)
+        self.points.append(point)
+        return point
+
+    def has(self, size: int) -> bool:
+        return any(p.batch_size == size for p in self.points)
+
+    def drop(self, size: int) -> None:
+        self.points = [p for p in self.points if p.batch_size != size]
+
+    def rate(self, size: int) -> float | None:
+        return _rate(self.points, size)
+
+    def noise(self, default: int) -> float:
+        """The relative noise of one measurement (:func:`autotune.noise.measurement_noise`), from the
+        probes at :data:`~autotune.noise.TREND_FROM` of ``default`` or more (a tiny batch's steps
+        spread more, and decide nothing)."""
+        low = noise.TREND_FROM * default
+        counted = [p for p in self.points if p.counted and p.batch_size >= low]
+        within = [(p.step_spread, p.steps) for p in counted]
+        sizes = {p.batch_size for p in counted}
+        repeats = noise.groups([p.samples_per_s for p in counted if p.batch_size == s] for s in sizes)
+        return noise.measurement_noise(within, repeats)
+
+    def residual(self, size: int, default: int, rate: float | None = None) -> float | None:
+        """How far ``rate`` (the counted mean at ``size``) lies off the trend through the counted
+        points at other sizes, from :data:`~autotune.noise.TREND_FROM` of ``default`` up."""
+        rate = self.rate(size) if rate is None else rate
+        if rate is None:
+            return None
+        low = noise.TREND_FROM * default
+        others = [
+            (p.batch_size, p.batch_size / p.samples_per_s)
+            for p in self.points
+            if p.counted and p.batch_size != size and p.batch_size >= low
+        ]
+        return noise.trend_residual(others, size, rate)
 
 
 def decide_batch(
@@ -138,24 +209,25 @@ def decide_batch(
     soak: bool = True,
     target_batch: int | None = None,
     accumulate: bool = True,
+    repeats: int = noise.BATCH_REPEATS,
 ) -> BatchDecision:
-    """Measure throughput at and below the headroom batch, recommend the fastest, and soak it.
+    """Measure throughput at and below the headroom batch, soak the largest, and recommend it
+    unless a smaller size is measurably faster (paired runs against the measured noise).
 
     When soaking, the soak itself measures the headroom batch's throughput (a longer, steadier
     measurement than a probe's three steps), so it costs no extra probe. Without ``accumulate``
     (a trainer that cannot accumulate gradients) a target batch that fits whole is taken whole;
     one that does not is still split, and the command will say the trainer cannot do it.
+    ``repeats`` bounds the probes measured again to decide.
     """
     anchored, anchor = _anchored(search, probe, target_batch)
     ceiling = headroom_batch(anchored, headroom)
     decision = BatchDecision(batch_size=ceiling, headroom_batch=ceiling)
-    by_size: dict[int, ThroughputPoint] = {
-        r.batch_size: _point(r, "search")
-        for r in search.fitting
-        if r.batch_size <= ceiling and r.samples_per_s > 0
-    }
-    if anchor is not None and anchor.batch_size <= ceiling:
-        by_size[anchor.batch_size] = _point(anchor, "throughput")
+    curve = _Curve()
+    for r in search.fitting:  # above the ceiling too: the trend reads every size
+        curve.add(r, "search")
+    if anchor is not None:
+        curve.add(anchor, "throughput")
     if target_batch is not None:
         wanted = split_target(target_batch, ceiling)
         if not accumulate and target_batch in wanted:
@@ -166,39 +238,137 @@ def decide_batch(
         wanted = throughput_candidates(ceiling, throughput_points)
     top = max(wanted) if target_batch is not None else ceiling
     for size in wanted:
-        if size in by_size or (soak and size == top):
+        if curve.has(size) or (soak and size == top):
             continue
-        result = _check(probe(size, "throughput"))
-        if result.fits:
-            by_size[size] = _point(result, "throughput")
+        curve.add(_check(probe(size, "throughput")), "throughput")
 
-    def choose() -> int:
-        curve = list(by_size.values())
-        if target_batch is not None:
-            options = [p for p in curve if target_batch % p.batch_size == 0]
-            if not options:
-                return top
-            return fastest(options, top)
-        return fastest(curve, ceiling)
+    def eligible(size: int) -> bool:
+        return size <= top and (target_batch is None or target_batch % size == 0)
 
+    limit = (1.0 - headroom) * search.budget_bytes
     if soak:
-        # Soak the top candidate first: its soak is its throughput measurement.
-        limit = (1.0 - headroom) * search.budget_bytes
-        soak_batch(decision, probe, top, by_size, target_batch, limit)
-        choice = choose()
-        if choice != decision.batch_size:
-            soak_batch(decision, probe, choice, by_size, target_batch, limit)
+        # Soak the top candidate first: its soak is its first throughput measurement.
+        soak_batch(decision, probe, top, curve, target_batch, limit)
+        default = decision.batch_size
     else:
-        if top not in by_size:
-            result = _check(probe(top, "throughput"))
-            if result.fits:
-                by_size[top] = _point(result, "throughput")
-        decision.batch_size = choose()
-    decision.curve = sorted(by_size.values(), key=lambda p: p.batch_size)
+        if not curve.has(top):
+            curve.add(_check(probe(top, "throughput")), "throughput")
+        measured = [p.batch_size for p in curve.points if eligible(p.batch_size)]
+        default = max(measured, default=top)
+    why = (
+        f"the largest batch that passed the soak ({default})"
+        if decision.lowered_by_soak
+        else f"the largest divisor of --target-batch {target_batch} that fits ({default})"
+        if target_batch is not None
+        else f"the largest batch within the headroom ({default})"
+    )
+    decision.batch_size = _confirm(decision, probe, curve, default, eligible, repeats, why)
+    if soak and decision.batch_size != default:
+        soak_batch(decision, probe, decision.batch_size, curve, target_batch, limit)
+    decision.curve = sorted(
+        (p for p in curve.points if p.batch_size <= ceiling),
+        key=lambda p: (p.batch_size, not p.counted, p.repeat),
+    )
     if target_batch is not None:
         decision.target_batch = target_batch
         decision.grad_accum_steps = target_batch // decision.batch_size
     return decision
+
+
+def _confirm(
+    decision: BatchDecision,
+    probe: SizedProbe,
+    curve: _Curve,
+    default: int,
+    eligible: Callable[[int], bool],
+    repeats: int,
+    why_default: str,
+) -> int:
+    """The batch to recommend: ``default``, unless the fastest smaller size beats it by more than
+    the noise, on the trend, in paired runs (:mod:`autotune.noise`). Records the decision."""
+    budget = repeats
+    remeasured: set[int] = set()
+    challenger: int | None = None
+    fastest: int | None = None  # the fastest smaller size, nominated or not
+    while True:
+        default_rate = curve.rate(default)
+        sizes = {
+            p.batch_size
+            for p in curve.points
+            if p.counted and p.batch_size < default and eligible(p.batch_size)
+        }
+        fastest = max(sizes, key=lambda s: curve.rate(s) or 0.0, default=None)
+        challenger = fastest
+        if (
+            challenger is None
+            or default_rate is None
+            or not noise.nominated(curve.rate(challenger) or 0.0, default_rate, curve.noise(default))
+        ):
+            challenger = None
+            break
+        # A point off the trend is measured again before it can decide (once per size).
+        limit = noise.TREND_Z * curve.noise(default)
+        suspects = []
+        for size in (default, challenger):
+            residual = curve.residual(size, default)
+            if size not in remeasured and residual is not None and abs(residual) > limit:
+                suspects.append((abs(residual), size))
+        if not suspects or budget < 1 or len(remeasured) >= noise.TREND_REMEASURES:
+            break
+        _, size = max(suspects)
+        remeasured.add(size)
+        budget -= 1
+        decision.extra_probes += 1
+        earlier = [p for p in curve.points if p.batch_size == size and p.counted]
+        log.info("batch %d lies off the trend of samples/s against batch size: measuring it again", size)
+        new = curve.add(_check(probe(size, "throughput")), "throughput")
+        if new is None:
+            continue
+        residual = curve.residual(size, default, new.samples_per_s)  # against the other sizes
+        if residual is not None and abs(residual) <= limit:
+            for p in earlier:
+                p.counted = False  # the new measurement lies on the trend: the earlier one was noise
+            log.info("batch %d: the new measurement lies on the trend; the earlier one is set aside", size)
+    if challenger is None:
+        # Nothing beat the default by more than the noise: it stands, without another probe.
+        other, mine = (curve.rate(fastest) or 0.0) if fastest else 0.0, curve.rate(default) or 0.0
+        within = noise.single(other, mine, curve.noise(default)) if other > mine > 0 else None
+        decision.decision = noise.decide(
+            "batch",
+            f"batch {default}",
+            f"batch {fastest}" if within else "",
+            within,
+            extra=decision.extra_probes,
+            why_default=why_default,
+            noise=curve.noise(default),
+        )
+        return default
+
+    def measure(size: int) -> Callable[[], float | None]:
+        def run() -> float | None:
+            decision.extra_probes += 1
+            point = curve.add(_check(probe(size, "throughput")), "throughput")
+            return point.samples_per_s if point else None
+
+        return run
+
+    log.info("batch %d measured faster than batch %d: paired runs decide", challenger, default)
+    before = decision.extra_probes
+    decision.decision = noise.challenge(
+        "batch",
+        f"batch {default}",
+        f"batch {challenger}",
+        curve.rate(default) or 0.0,
+        curve.rate(challenger) or 0.0,
+        measure(default),
+        measure(challenger),
+        curve.noise(default),
+        max_pairs=min(noise.MAX_PAIRS, budget // 2),
+        why_default=why_default,
+    )
+    decision.decision.extra += before
+    log.info("%s", decision.decision.text)
+    return challenger if decision.decision.chosen == f"batch {challenger}" else default
 
 
 def _anchored(
@@ -237,7 +407,7 @@ def soak_batch(
     decision: BatchDecision,
     probe: SizedProbe,
     size: int,
-    curve: dict[int, ThroughputPoint],
+    curve: _Curve,
     target_batch: int | None = None,
     headroom_limit_bytes: float | None = None,
 ) -> None:
@@ -268,11 +438,11 @@ def soak_batch(
             )
         )
         if ok:
-            curve[size] = _point(result, "soak")
+            curve.add(result, "soak")
             decision.batch_size = size
             decision.soak_result = result
             return
-        curve.pop(size, None)
+        curve.drop(size)
         log.warning("soak at batch %d failed (%s); lowering", size, reason)
         lower = size - max(1, math.floor(size * LOWER_STEP * 2**attempt))
         if target_batch is not None:

@@ -19,9 +19,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from autotune import config as C
 from autotune.errors import ProbeError, Terminated, UserError
 from autotune.estimate_cli import add_estimate_parser, cmd_estimate
+from autotune.probe_client import stop_children
 from autotune.rl.cli import add_rl_parser, cmd_rl
 from autotune.search import DEFAULT_MAX_BATCH
-from autotune.units import parse_image_size, parse_size
+from autotune.units import format_bytes, parse_image_size, parse_size
 from probes.catalogue import POLICIES
 from probes.protocol import PRECISIONS
 
@@ -42,11 +43,32 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _budget(text: str) -> int:
+    """run's ``--memory-limit``: a size no smaller than any policy needs (a typo like 1KiB)."""
+    size = _size(text)
+    if size < C.MIN_MEMORY_LIMIT_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"{text} is below {format_bytes(C.MIN_MEMORY_LIMIT_BYTES)}, less than any policy's weights "
+            "and optimizer take; pass a budget such as 4GiB"
+        )
+    return size
+
+
 def _image_size(text: str) -> tuple[int, int]:
     try:
         return parse_image_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _camera_size(text: str) -> tuple[int, int]:
+    """``--image-size`` of run's synthetic dataset: a size its videos can be written at."""
+    size = _image_size(text)
+    try:
+        C.check_camera_size(size)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--image-size ")) from None
+    return size
 
 
 def _positive_int(text: str) -> int:
@@ -143,6 +165,19 @@ def _add_trainer(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_storage(parser: argparse.ArgumentParser, what: str) -> None:
+    storage = parser.add_mutually_exclusive_group()
+    storage.add_argument("--storage", default=None, metavar="URL", help=what)
+    storage.add_argument(
+        "--storage-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="read the --storage URL from this file, readable only by you (chmod 600): the "
+        "password stays out of the command line and of unit files",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="autotune", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
@@ -182,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--memory-limit",
-        type=_size,
+        type=_budget,
         default=None,
         metavar="SIZE",
         help="memory budget, e.g. 12GiB or 800MiB (default: the GPU's free memory; "
@@ -211,10 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--image-size",
-        type=_image_size,
+        type=_camera_size,
         default=None,
         metavar="HxW",
-        help="camera size of the synthetic dataset (default 480x640)",
+        help=f"camera size of the synthetic dataset: even sides, {C.CAMERA_MIN_SIDE} to "
+        f"{C.CAMERA_MAX_SIDE} (default 480x640)",
     )
     run.add_argument(
         "--cameras", type=_positive_int, default=None, help="cameras in the synthetic dataset (default 2)"
@@ -290,13 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="tune the batch per GPU for training on N GPUs under DDP (from --device on; N gloo "
         "ranks on the CPU): every probe and trial runs as one torchrun job of N ranks (default 1)",
     )
-    run.add_argument(
-        "--storage",
-        default=None,
-        metavar="URL",
-        help="a database shared by a fleet (postgresql://USER:PASSWORD@HOST/DB, any SQLAlchemy URL "
+    _add_storage(
+        run,
+        "a database shared by a fleet (postgresql://USER:PASSWORD@HOST/DB, any SQLAlchemy URL "
         "Optuna accepts): the worker studies, and each run's row and profile; see autotune fleet "
-        "(default: SQLite under --results, nothing shared)",
+        "(default: $AUTOTUNE_STORAGE, else SQLite under --results, nothing shared)",
     )
     run.add_argument(
         "--backend",
@@ -393,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     fleet = sub.add_parser(
         "fleet", help="one row per machine and policy from a shared --storage: answer, last tune, regression"
     )
-    fleet.add_argument("--storage", required=True, metavar="URL", help="the database the fleet's runs share")
+    _add_storage(fleet, "the database the fleet's runs share (default: $AUTOTUNE_STORAGE)")
     fleet.add_argument("--csv", action="store_true", help="CSV on stdout, for pandas")
 
     describe = sub.add_parser("describe", help="print the model's configuration and parameter counts")
@@ -445,9 +479,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"autotune: probe failed: {exc}", file=sys.stderr)
         return exc.exit_code
     except Terminated:
+        stop_children()  # any probe child a thread still waits on
         print("autotune: terminated; earlier results are intact", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
+        stop_children()
         print("autotune: interrupted; earlier results are intact", file=sys.stderr)
         return 130
     except BrokenPipeError:

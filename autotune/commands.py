@@ -16,6 +16,7 @@ from probes.protocol import PRECISIONS, ModelSpec
 
 if TYPE_CHECKING:
     from autotune.trainer import Trainer
+    from probes.protocol import Environment
 
 
 def _overrides(policy: str, pairs: list[str]) -> dict[str, object]:
@@ -79,18 +80,28 @@ def _precisions(text: str | None, device: str) -> list[str] | None:
     return list(dict.fromkeys(resolve_precision(n, device) for n in names))
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def prepare_run(
+    args: argparse.Namespace, *, nightly: bool = False, environment: Environment | None = None
+) -> tuple[C.RunConfig, Environment]:
+    """Everything ``autotune run`` checks before it opens the run: the storage, the backend, the
+    trainer, the device, the policy's settings at the planned shapes and the whole RunConfig; one
+    line (UserError) for what is wrong. ``nightly`` (autotune schedule checking the flags it will
+    run with): the same checks, but the storage URL is parsed, not connected to, and nothing is
+    cleaned up; torch's environment is still read in a child, as run reads it (unless given), but
+    no probe runs."""
+    from autotune import fleet
+    from autotune.context import check_planned
     from autotune.devices import probe_environment, resolve_device, resolve_precision
     from autotune.lerobot import default_variant
-    from autotune.pipeline import run
     from autotune.probe_client import remove_orphaned_folders
-    from autotune.summary import print_profile
     from autotune.trainer import find_trainer
 
-    if args.storage is not None:
-        from autotune import fleet
-
-        fleet.check(args.storage)  # reachable, authenticated, its runs table: before any probe
+    storage = fleet.resolve(args.storage, args.storage_file)
+    if storage is not None:
+        if nightly:
+            fleet.parse(storage)
+        else:
+            fleet.check(storage)  # reachable, authenticated, its runs table: before any probe
     backend = resolve_backend(args.backend)
     if backend == "lerobot":
         # LeRobot's own parser checks them, in the probe child that builds the policy.
@@ -103,8 +114,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
         overrides = _overrides(args.policy, args.overrides)
         trainer = find_trainer(args.lerobot, args.lerobot_version)
-    remove_orphaned_folders()
-    environment = probe_environment()
+    if not nightly:
+        remove_orphaned_folders()
+    if environment is None:
+        environment = probe_environment()
     device = resolve_device(args.device, environment)
     device_best = resolve_precision(None, device, environment)  # bf16; fp16 on a GPU without it; fp32 on CPU
     precision, grad_checkpointing = default_variant(trainer, args.policy, C.device_type(device), device_best)
@@ -146,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             estimate=not args.no_estimate,
             backend=backend,
             gpus=args.gpus,
-            storage=args.storage,
+            storage=storage,
             throughput_points=args.throughput_points,
             soak_steps=args.soak_steps,
             target_batch=args.target_batch,
@@ -155,6 +168,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    check_planned(cfg)  # the policy's settings at the synthetic dataset's shapes, before it is written
+    return cfg, environment
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from autotune.pipeline import run
+    from autotune.summary import print_profile
+
+    cfg, environment = prepare_run(args)
+    trainer = cfg.trainer
     outcome = run(cfg, environment)
     if not outcome.fresh:
         print(f"autotune: the {cfg.policy} profile is up to date (nothing changed); --force re-tunes")
@@ -182,12 +205,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def _latest_profile(results: Path, policy: str) -> dict[str, Any]:
     from autotune.profile import profile_path, read_profile
 
-    data = read_profile(results, policy)
-    if data is None:
+    profile = read_profile(results, policy)  # validated: a bad profile is one line naming the field
+    if profile is None:
         raise UserError(
             f"no {policy} profile in {profile_path(results, policy)}; run: autotune run --policy {policy}"
         )
-    return data
+    return profile.to_dict()
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -235,7 +258,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     measured_total = model.budget_bytes + (model.device_overhead_bytes if not args.budget else 0)
     if args.memory < measured_total:
-        limit = args.memory - (0 if args.budget else model.device_overhead_bytes)
+        # --memory-limit is a card's size: the probes take what runs outside the allocator off it.
+        limit = args.memory + (model.device_overhead_bytes if args.budget else 0)
         print(
             f"  to measure it on this machine instead: autotune run --policy {args.policy} "
             f"--memory-limit {format_bytes(limit).replace(' ', '')}"
@@ -300,13 +324,19 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 def cmd_fleet(args: argparse.Namespace) -> int:
     from autotune import fleet
 
-    fleet.check(args.storage)
-    table = fleet.fleet(args.storage)
+    storage = fleet.resolve(args.storage, args.storage_file)
+    if storage is None:
+        raise UserError(
+            f"autotune fleet reads a shared database: pass --storage URL or --storage-file PATH (or set "
+            f"{fleet.STORAGE_ENV})"
+        )
+    fleet.check_exists(storage)  # it only reads: a SQLite file that is not there is not created
+    table = fleet.fleet(storage)
     if args.csv:
         print(table.to_csv(index=False), end="")
         return 0
     if table.empty:
-        print(f"autotune: no runs in {fleet.shown(args.storage)} yet")
+        print(f"autotune: no runs in {fleet.shown(storage)} yet")
         return 0
     shown = table.fillna("").astype(str).replace({"nan": "", "None": ""})
     print(shown.to_string(index=False))

@@ -8,6 +8,7 @@ from typing import Any
 
 from autotune.search import DEFAULT_MAX_BATCH
 from autotune.trainer import NEWEST_RELEASE, Trainer
+from autotune.units import format_bytes
 from probes.catalogue import POLICIES
 from probes.protocol import PRECISIONS
 
@@ -21,6 +22,13 @@ DEFAULT_PROBE_TIMEOUT_S = 900.0
 # The soak: steps the recommended batch trains for after warm-up, and how many sizes at or below
 # the headroom batch to time, per device type; a CPU step is slow, so it gets fewer.
 BACKENDS = ("rebuilt", "lerobot")
+# The synthetic dataset's cameras: AV1 in yuv420p wants even sides, the writer at least 8
+# (probes/synthetic/spec.py); over 4096 a side (a DCI 4K camera) the dataset alone would be tens of GB.
+CAMERA_MIN_SIDE = 8
+CAMERA_MAX_SIDE = 4096
+# No policy trains in less: ResNet-18's weights alone take 45 MB in fp32, and the optimizer triples
+# them. A smaller --memory-limit is a typo (1KiB for 1GiB), refused before anything is written.
+MIN_MEMORY_LIMIT_BYTES = 64 * 1024**2
 SOAK_STEPS = {"cuda": 20, "cpu": 5}
 THROUGHPUT_POINTS = {"cuda": 3, "cpu": 2}
 
@@ -32,6 +40,22 @@ def check_rebuilt(policy: str) -> None:
             f"unknown policy {policy!r}: autotune rebuilds {', '.join(POLICIES)}; with LeRobot "
             "installed in this Python (pip install autotune into its environment), --backend "
             "lerobot tunes any policy it has"
+        )
+
+
+def check_camera_size(image_size: tuple[int, int]) -> None:
+    """``ValueError`` naming ``--image-size`` unless the synthetic dataset can be written at it."""
+    h, w = image_size
+    given = f"--image-size {h}x{w}"
+    if min(h, w) < CAMERA_MIN_SIDE:
+        raise ValueError(f"{given}: each side must be at least {CAMERA_MIN_SIDE} pixels, e.g. 48x64")
+    if max(h, w) > CAMERA_MAX_SIDE:
+        raise ValueError(
+            f"{given}: each side must be at most {CAMERA_MAX_SIDE} pixels (a 4K camera is 2160x3840)"
+        )
+    if h % 2 or w % 2:
+        raise ValueError(
+            f"{given}: the synthetic videos are yuv420p, which needs even sides, e.g. {h + h % 2}x{w + w % 2}"
         )
 
 
@@ -125,6 +149,14 @@ class RunConfig:
             raise ValueError(f"unknown precision {self.precision!r}: choose bf16, fp16 or fp32")
         if self.memory_limit_bytes is not None and self.memory_limit_bytes <= 0:
             raise ValueError(f"--memory-limit must be positive, got {self.memory_limit_bytes}")
+        if self.memory_limit_bytes is not None and self.memory_limit_bytes < MIN_MEMORY_LIMIT_BYTES:
+            raise ValueError(
+                f"--memory-limit {format_bytes(self.memory_limit_bytes)} is below "
+                f"{format_bytes(MIN_MEMORY_LIMIT_BYTES)}, "
+                "less than any policy's weights and optimizer take; pass a budget such as 4GiB"
+            )
+        if self.image_size is not None:
+            check_camera_size(self.image_size)
         if not 0 <= self.headroom < 1:
             raise ValueError(f"--headroom must be in [0, 1), got {self.headroom}")
         for name in ("cameras", "state_dim", "action_dim", "trials", "max_batch", "gpus"):

@@ -97,6 +97,17 @@ def ensure_writable(results: Path, synthetic: bool = True) -> None:
         folder = results / name
         if name == "datasets" and not synthetic and not folder.exists():
             continue
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None and folder != results:
+            raise UserError(
+                f"folder {folder} cannot be written: {'it' if blocker == folder else blocker} is a file, "
+                "not a folder; move it aside or pass --results DIR"
+            )
+        if blocker is not None:
+            raise UserError(
+                f"results folder {results} cannot be written: {'it' if blocker == results else blocker} is a "
+                "file, not a folder; pass --results DIR"
+            )
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
@@ -123,6 +134,33 @@ def check_policy(cfg: RunConfig, spec: ModelSpec) -> list[str]:
         return catalogue.lerobot_policy_args(spec)
     except ValueError as exc:
         raise UserError(f"{cfg.policy} configuration: {exc}") from None
+
+
+def check_planned(cfg: RunConfig) -> None:
+    """The policy's settings at the synthetic dataset's shapes, known before it is written (a run on
+    the user's data checks them once it has read the data); one line naming the setting."""
+    if cfg.dataset is not None:
+        return
+    h, w = cfg.image_size or DEFAULT_IMAGE_SIZE
+    planned = DatasetShape(
+        root=cfg.results,
+        repo_id="",
+        kind="synthetic",
+        cameras=cfg.cameras or DEFAULT_CAMERAS,
+        image_size=(h, w),
+        state_dim=cfg.state_dim,
+        action_dim=cfg.action_dim,
+    )
+    check_policy(cfg, model_spec(cfg, planned, Variant(cfg.precision, cfg.grad_checkpointing)))
+
+
+def check_study_storage(cfg: RunConfig) -> None:
+    """Open the worker studies' storage (``studies/<policy>.db``, or the shared ``--storage``) once,
+    before the first probe: a file there that is not an Optuna storage is one line now, not after the
+    batch search has written its rows. Opening creates Optuna's tables in a new one, nothing else."""
+    from autotune.study import open_storage
+
+    open_storage(cfg.results / "studies" / f"{cfg.policy}.db", cfg.storage)
 
 
 def check_in_lerobot(cfg: RunConfig, data: DatasetShape) -> RunConfig:
@@ -192,7 +230,7 @@ def default_memory_limit(cfg: RunConfig, environment: Environment) -> int:
     then reports the cap it really had); half the host's available memory on CPU."""
     index = cfg.gpu_index
     if index is not None:
-        gpu = fp.gpu_info(index)
+        gpu = fp.gpu_info(index, environment)  # torch's view where NVML cannot tell
         if gpu is None:
             raise UserError(f"device {cfg.device}: no NVIDIA GPU found; use --device cpu")
         if gpu.memory_free_bytes:
@@ -231,21 +269,12 @@ def _open(cfg: RunConfig, environment: Environment, held: contextlib.ExitStack) 
         policy_args = check_policy(cfg, model_spec(cfg, data, requested))
         ensure_writable(cfg.results, synthetic=False)
         held.enter_context(run_lock(cfg.results, cfg.policy, wait=cfg.wait))
+        check_study_storage(cfg)  # before any row
     else:
-        # The synthetic dataset's shapes are known before it is written: check the model first.
-        h, w = cfg.image_size or DEFAULT_IMAGE_SIZE
-        planned = DatasetShape(
-            root=cfg.results,
-            repo_id="",
-            kind="synthetic",
-            cameras=cfg.cameras or DEFAULT_CAMERAS,
-            image_size=(h, w),
-            state_dim=cfg.state_dim,
-            action_dim=cfg.action_dim,
-        )
-        check_policy(cfg, model_spec(cfg, planned, requested))
+        check_planned(cfg)  # the synthetic dataset's shapes are known before it is written
         ensure_writable(cfg.results)
         held.enter_context(run_lock(cfg.results, cfg.policy, wait=cfg.wait))
+        check_study_storage(cfg)  # before the dataset is written and before any row
         data = prepare_dataset(cfg)
         policy_args = check_policy(cfg, model_spec(cfg, data, requested))
     if cfg.backend == "lerobot":
@@ -274,6 +303,7 @@ def _open(cfg: RunConfig, environment: Environment, held: contextlib.ExitStack) 
         beside_precision=cfg.mission_precision,
         backend=cfg.backend,
         gpus=cfg.gpus,
+        cuda_alloc_conf=fingerprint.cuda_alloc_conf,  # the allocator's settings (CUDA only)
     )
     run_id = new_run_id()
     writer = ResultsWriter(

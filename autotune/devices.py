@@ -102,14 +102,31 @@ def check_torch_runs(gpu: GpuInfo, environment: Environment, index: int) -> None
         )
 
 
+def check_one_mig_device(requested: str, index: int, environment: Environment) -> None:
+    """One line (UserError) for ``cuda:N``, N > 0, where this process sees a MIG device: CUDA shows
+    a process one MIG device at most, so there is no second one to choose by index."""
+    if index == 0 or len(environment.devices) > 1:
+        return
+    first = gpu_info(0, environment)
+    if first is None or not first.mig:
+        return
+    raise UserError(
+        f"--device {requested}: this process sees one MIG device ({first.name}), and CUDA shows a "
+        "process one MIG device at most; choose the slice with CUDA_VISIBLE_DEVICES=MIG-<uuid> "
+        "(nvidia-smi -L lists them) and run with --device cuda:0"
+    )
+
+
 def resolve_device(requested: str | None, environment: Environment) -> str:
     """``cpu`` or ``cuda:N`` for ``--device`` (default: ``cuda:0`` when a usable GPU is present).
 
     ``cuda:N`` counts GPUs as the probe children do: in PCI bus order (as nvidia-smi does) among
-    those ``CUDA_VISIBLE_DEVICES`` shows; ``CUDA_VISIBLE_DEVICES=""`` means no GPU.
+    those ``CUDA_VISIBLE_DEVICES`` shows; ``CUDA_VISIBLE_DEVICES=""`` means no GPU. Where NVML is
+    missing or fails, the GPUs torch sees in the environment probe stand in, with a warning: a GPU
+    is never silently replaced by the CPU.
     """
     if requested is None:
-        gpu = gpu_info(0)
+        gpu = gpu_info(0, environment)
         if gpu is None or not environment.torch_cuda_version:
             return "cpu"
         check_torch_runs(gpu, environment, 0)
@@ -120,7 +137,8 @@ def resolve_device(requested: str | None, environment: Environment) -> str:
         raise UserError(str(exc)) from None
     if index is None:
         return "cpu"
-    gpu = gpu_info(index)
+    check_one_mig_device(requested, index, environment)
+    gpu = gpu_info(index, environment)
     if gpu is None:
         raise UserError(
             f"--device {requested}: no NVIDIA GPU {index} found (NVML sees none, or "
@@ -144,7 +162,7 @@ def resolve_precision(requested: str | None, device: str, environment: Environme
     index = cuda_index(device)
     if index is None:
         return requested or "fp32"
-    gpu = gpu_info(index)
+    gpu = gpu_info(index, environment)
     capability = gpu.compute_capability if gpu is not None else (0, 0)
     facts = torch_device(environment, index) if environment is not None else None
     if capability == (0, 0) and facts is not None:

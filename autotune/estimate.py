@@ -208,9 +208,10 @@ def search_start(ctx: Any, prober: Any, variant: Any) -> MemoryFit | None:
         log.warning("%s: no estimate (%s); the search starts without one", variant.label, exc)
         return None
     terms = calibrate(default_terms(est), est, spec, ctx.cfg.results)
-    # The default CUDA budget is the card's free memory, of which the child's context and the
-    # kernels' slack come off before its allocator is capped; an asked limit caps the allocator.
-    outside = terms.outside() if ctx.cfg.memory_limit_bytes is None else 0
+    # A CUDA budget is a card's memory (the default, its free memory; --memory-limit, a card of
+    # that size): the child's context and the kernels' slack come off it before its allocator is
+    # capped (probes/device.py, MemoryMeter).
+    outside = terms.outside()
     prior = search_prior(est, terms, ctx.memory_limit - outside)
     prior.fixed_bytes += outside
     log.info(

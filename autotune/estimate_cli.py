@@ -131,8 +131,16 @@ def count(specs: list[tuple[ModelSpec, str]], device: str) -> list[E.Estimate]:
             raise ProbeError(f"estimating {spec.policy} at {precision}: {exc}") from None
 
     workers = max(1, min(len(specs), os.cpu_count() or 1, PARALLEL_CHILDREN))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         return list(pool.map(one, specs))
+    except KeyboardInterrupt:  # Terminated (SIGTERM) too
+        # SIGTERM or Ctrl-C reaches this thread only: kill the children the others wait on (their
+        # threads then end at once), rather than wait for them in the pool's shutdown.
+        probe_client.stop_children()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:

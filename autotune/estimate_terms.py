@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -156,13 +157,17 @@ def gpu_profiles(results: Path) -> list[dict[str, Any]]:
     for reference, path in paths:
         try:
             data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):  # not UTF-8 (UnicodeDecodeError) or not JSON
             log.debug("%s: not a readable profile; skipped", path)
             continue
         if (
             isinstance(data, dict)
             and (data.get("fingerprint") or {}).get("device_type") == "cuda"
             and isinstance(data.get("memory_model"), dict)
+            and all(  # a memory model of numbers only (a damaged one is skipped, not a traceback)
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in data["memory_model"].values()
+            )
         ):
             found.append((reference, str(data.get("created_at", "")), data))
     found.sort(key=lambda item: item[1], reverse=True)  # newest first ...

@@ -1,7 +1,9 @@
 """How long a run will take, from the probes it has measured so far (pure logic, no clock of its own).
 
-A run's work is a known plan of probes (see :data:`SEARCH_FRACTIONS` and :func:`plan_s`), whose
-cost is set by two things the first probes measure: the step time against the batch size (a line
+A run's work is a known plan of probes (see :data:`SEARCH_FRACTIONS` and :func:`plan_s`), the
+repeats that decide against the noise counted at their whole budget (:mod:`autotune.noise`: the
+most they can add, so a run that needs them is not later than said, and one that needs none is
+early), whose cost is set by two things the first probes measure: the step time against the batch size (a line
 through the timed steps; through the origin while there is one point) and the largest batch (the
 memory line extrapolated to the budget; after one probe, the fixed part is taken as the model's
 weights, gradients and AdamW state, known from its parameter count). Each probe also costs a child's
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+from autotune.noise import BATCH_REPEATS, TRIAL_REPEATS
 
 # Where the search's probes land, as fractions of the largest batch: 1, 4, a long jump, the
 # approach, the maximum and the size above it (the README's "4 to 10 probes", typically 6).
@@ -36,6 +40,11 @@ class WorkPlan:
     soak_steps: int
     trials: int
     trial_steps: int  # warm-up and measured steps of one worker trial
+    # Measured again to decide against the noise, at most (autotune.noise): batch probes per
+    # variant, worker trials, and batch probes between variants (--compare).
+    batch_repeats: int = BATCH_REPEATS
+    trial_repeats: int = TRIAL_REPEATS
+    variant_repeats: int = 0
 
 
 @dataclass
@@ -137,11 +146,15 @@ def plan_s(clock: RunClock, plan: WorkPlan, max_batch: int, stage: str) -> float
     if stage == "batch":
         timed = (plan.throughput_points - 1) * probe_s(clock, headroom_batch / 2, steps)
         soak_steps = plan.warmup_steps + (plan.soak_steps or plan.measure_steps)
-        return timed + probe_s(clock, headroom_batch, soak_steps)
+        # Repeats alternate the default (the headroom batch) and a smaller challenger.
+        repeats = plan.batch_repeats * probe_s(clock, 0.75 * headroom_batch, steps)
+        return timed + probe_s(clock, headroom_batch, soak_steps) + repeats
     if stage == "feed":
-        return DECODE_PROBE_S
+        # Before the decode probe: the paired probes between variants (--compare), at most.
+        return DECODE_PROBE_S + plan.variant_repeats * probe_s(clock, headroom_batch, steps)
     if stage == "workers":
-        return plan.trials * (probe_s(clock, headroom_batch, plan.trial_steps) + WORKER_START_S)
+        trials = plan.trials + plan.trial_repeats
+        return trials * (probe_s(clock, headroom_batch, plan.trial_steps) + WORKER_START_S)
     raise ValueError(f"unknown stage {stage!r}")
 
 

@@ -37,7 +37,25 @@ STALE_WHEN_CHANGED = (
     "cpu_cores",
     "cudnn_version",
     "torchcodec_version",
+    "cuda_alloc_conf",
 )
+# The caching allocator's settings as the environment gives them to torch (expandable_segments
+# changes fragmentation, so the peaks): PyTorch reads PYTORCH_ALLOC_CONF (2.9 and newer) and the
+# older PYTORCH_CUDA_ALLOC_CONF, in an order that has changed between releases; both are kept.
+ALLOC_CONF_VARIABLES = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+
+
+def allocator_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The allocator settings set in ``env`` (this process's environment): what the probe children
+    inherit and what the printed command hands lerobot-train."""
+    env = dict(os.environ) if env is None else env
+    return {name: env[name] for name in ALLOC_CONF_VARIABLES if env.get(name)}
+
+
+def allocator_conf(env: dict[str, str] | None = None) -> str:
+    """Those settings in one string (``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``), "" when
+    none is set: the fingerprint's and the conditions' ``cuda_alloc_conf``."""
+    return " ".join(f"{name}={value}" for name, value in allocator_env(env).items())
 
 
 @dataclass
@@ -72,6 +90,7 @@ class Fingerprint:
     cudnn_version: str = ""
     torchcodec_version: str = ""  # in autotune's environment ("" when not installed)
     lerobot_version: str = ""  # of the lerobot-train the profile is made for
+    cuda_alloc_conf: str = ""  # the caching allocator's settings the probes ran with (allocator_conf)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -203,20 +222,21 @@ def _describe(nvml: _Nvml, index: int, handle: Any, parent: Any | None) -> GpuIn
     )
 
 
-def gpu_info(gpu: int = 0) -> GpuInfo | None:
-    """NVML's view of CUDA device ``gpu`` as a probe child numbers it (``CUDA_VISIBLE_DEVICES``
-    honoured, PCI bus order); None when there is no such NVIDIA GPU."""
-    entries = visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
-    if entries is not None and gpu >= len(entries):
-        return None
+class NvmlUnavailable(Exception):
+    """NVML is not installed, or it failed: it cannot say which GPUs there are."""
+
+
+def _nvml_gpu(gpu: int, entries: list[str] | None) -> GpuInfo | None:
+    """NVML's view of CUDA device ``gpu``; None when NVML finds no such device;
+    :class:`NvmlUnavailable` when NVML cannot tell."""
     try:
         import pynvml
     except ImportError:
-        return None
+        raise NvmlUnavailable("nvidia-ml-py (pynvml) is not installed") from None
     try:
         pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return None
+    except pynvml.NVMLError as exc:
+        raise NvmlUnavailable(f"NVML did not start: {exc}") from None
     nvml = _Nvml(pynvml)
     try:
         gpus = nvml.gpus()
@@ -234,11 +254,56 @@ def gpu_info(gpu: int = 0) -> GpuInfo | None:
             return None
         return _describe(nvml, gpu, *found)
     except pynvml.NVMLError as exc:
-        log.debug("NVML could not find GPU %d: %s", gpu, exc)
-        return None
+        raise NvmlUnavailable(f"NVML failed: {exc}") from None
     finally:
         with contextlib.suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()
+
+
+_warned: set[str] = set()  # fallbacks said once per process
+
+
+def _from_torch(facts: GpuFacts, why: str) -> GpuInfo:
+    """CUDA device ``facts.index`` as torch saw it in the environment probe, for when NVML cannot
+    tell: no UUID, free memory, driver or CUDA driver version (the fingerprint then cannot see a
+    driver change), said once in a warning."""
+    message = (
+        f"{why}: using torch's view of CUDA device {facts.index} ({facts.name}) instead; the driver's "
+        "version and the free memory are unknown, so install or repair nvidia-ml-py for a fingerprint "
+        "that sees driver changes"
+    )
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
+    return GpuInfo(
+        index=facts.index,
+        name=facts.name,
+        uuid="",
+        memory_total_bytes=facts.total_memory_bytes,
+        memory_free_bytes=0,
+        driver_version="",
+        cuda_driver_version="",
+        compute_capability=facts.capability,
+        mig=" MIG " in f" {facts.name} ",
+    )
+
+
+def gpu_info(gpu: int = 0, environment: Environment | None = None) -> GpuInfo | None:
+    """NVML's view of CUDA device ``gpu`` as a probe child numbers it (``CUDA_VISIBLE_DEVICES``
+    honoured, PCI bus order); None when there is no such NVIDIA GPU. Where NVML is missing or
+    fails, torch's view of it in ``environment`` (the environment probe's), with a warning: a GPU
+    that torch sees is never taken for none."""
+    entries = visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if entries is not None and gpu >= len(entries):
+        return None
+    try:
+        return _nvml_gpu(gpu, entries)
+    except NvmlUnavailable as exc:
+        facts = torch_device(environment, gpu) if environment is not None else None
+        if facts is None:
+            log.debug("GPU %d: %s, and torch sees no such device", gpu, exc)
+            return None
+        return _from_torch(facts, str(exc))
 
 
 def torch_device(environment: Environment, index: int | None) -> GpuFacts | None:
@@ -252,7 +317,7 @@ def take(device: str, environment: Environment, lerobot_version: str = "") -> Fi
     """Fingerprint the machine as seen for ``device`` (``cpu`` or ``cuda:N``); ``environment`` is
     what a probe child reported of torch (the tuner never imports it)."""
     index = cuda_index(device)
-    gpu = gpu_info(index) if index is not None else None
+    gpu = gpu_info(index, environment) if index is not None else None
     # Where NVML could not tell (a call "Not Supported"), torch's view in the child fills in.
     facts = torch_device(environment, index)
     return Fingerprint(
@@ -273,4 +338,5 @@ def take(device: str, environment: Environment, lerobot_version: str = "") -> Fi
         cudnn_version=environment.cudnn_version,
         torchcodec_version=environment.torchcodec_version,
         lerobot_version=lerobot_version,
+        cuda_alloc_conf=allocator_conf() if gpu else "",  # it shapes CUDA memory only
     )

@@ -16,13 +16,16 @@ import json
 import os
 import socket
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from autotune.errors import UserError
+from autotune.redact import hide_secrets, shown_url
 
 TABLE = "autotune_runs"
+STORAGE_ENV = "AUTOTUNE_STORAGE"  # the storage URL, when neither --storage nor --storage-file is given
 CONNECT_TIMEOUT_S = 10
 # autotune fleet's columns, in order.
 FLEET_COLUMNS = [
@@ -43,33 +46,107 @@ FLEET_COLUMNS = [
 
 
 def shown(url: str) -> str:
-    """``url`` with its password hidden, for messages."""
+    """``url`` with its password hidden, for messages, logs and files (autotune.redact)."""
+    return shown_url(url)
+
+
+def read_storage_file(path: Path) -> str:
+    """The storage URL in the file ``path`` (its first line), which only its owner may read."""
+    path = path.expanduser()
+    try:
+        mode = path.stat().st_mode
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise UserError(f"--storage-file {path}: no such file; write the URL into it (chmod 600)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise UserError(
+            f"--storage-file {path} cannot be read ({reason}); fix it, or pass --storage"
+        ) from None
+    if mode & 0o077:
+        raise UserError(
+            f"--storage-file {path} can be read by others (mode {mode & 0o777:o}); it holds a password: "
+            f"chmod 600 {path}"
+        )
+    url = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if not url:
+        raise UserError(f"--storage-file {path} is empty; write the storage URL into it")
+    return url
+
+
+def resolve(url: str | None, file: Path | None) -> str | None:
+    """The storage URL a command uses: ``--storage``, else ``--storage-file``, else the environment's
+    ``AUTOTUNE_STORAGE``; None for none (SQLite under the results folder)."""
+    if url is not None and file is not None:
+        raise UserError("--storage and --storage-file name the same thing; pass one of them")
+    if file is not None:
+        return read_storage_file(file)
+    if url is not None:
+        if not url.strip():
+            raise UserError(
+                "--storage is empty; pass a database URL, e.g. postgresql://USER:PASSWORD@HOST/DB"
+            )
+        return url.strip()
+    return os.environ.get(STORAGE_ENV, "").strip() or None
+
+
+def _not_a_url(url: str) -> UserError:
+    return UserError(
+        f"--storage {shown(url)} is not a database URL: use postgresql://USER:PASSWORD@HOST[:PORT]/DB "
+        "(or sqlite:///PATH)"
+    )
+
+
+def parse(url: str) -> Any:
+    """``url`` parsed by SQLAlchemy, its port and driver checked; one line (password hidden) if not."""
     import sqlalchemy as sa
 
     try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "the storage URL"
+        parsed = sa.engine.make_url(url)
+        parsed.port  # noqa: B018 (a port that is not a number fails here, or in make_url)
+        parsed.get_backend_name()
+    except (sa.exc.ArgumentError, ValueError, TypeError):
+        raise _not_a_url(url) from None
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise UserError(f"--storage {shown(url)}: port {parsed.port} is not one (1 to 65535)")
+    try:
+        parsed.get_dialect()
+    except (sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise UserError(
+            f"--storage {shown(url)}: its database driver is not installed ({hide_secrets(str(exc), url)}); "
+            "for PostgreSQL: pip install 'autotune[fleet]'"
+        ) from None
+    return parsed
 
 
 def _engine(url: str) -> Any:
     import sqlalchemy as sa
 
-    try:
-        parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
-        raise UserError(
-            f"--storage {url!r} is not a database URL: use postgresql://USER:PASSWORD@HOST/DB "
-            "(or sqlite:///PATH)"
-        ) from None
+    parsed = parse(url)
     args = {"connect_timeout": CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
     try:
         return sa.create_engine(parsed, connect_args=args, pool_pre_ping=True)
-    except (sa.exc.NoSuchModuleError, ImportError) as exc:
+    except (sa.exc.NoSuchModuleError, ImportError, sa.exc.ArgumentError, ValueError, TypeError) as exc:
         raise UserError(
-            f"--storage {shown(url)}: its database driver is not installed ({exc}); for PostgreSQL: "
-            "pip install 'autotune[fleet]'"
+            f"--storage {shown(url)}: cannot be used ({hide_secrets(str(exc), url).splitlines()[0][:160]}); "
+            "for PostgreSQL: pip install 'autotune[fleet]'"
         ) from None
+
+
+def check_exists(url: str) -> None:
+    """For a command that only reads: a SQLite database that is not there is one line (SQLAlchemy
+    would create an empty one)."""
+    parsed = parse(url)
+    if parsed.get_backend_name() != "sqlite":
+        return
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return
+    if not Path(database).expanduser().is_file():
+        raise UserError(
+            f"--storage {shown(url)}: no database at {database}; check the path (autotune fleet only reads: "
+            "the runs create it)"
+        )
 
 
 def _table(metadata: Any) -> Any:
@@ -101,9 +178,15 @@ def _table(metadata: Any) -> Any:
 
 
 def _unreachable(url: str, exc: BaseException) -> UserError:
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    reason = hide_secrets(str(getattr(exc, "orig", None) or exc), url).strip().splitlines()
+    why = reason[0][:200] if reason else type(exc).__name__
+    if url.strip().lower().startswith("sqlite"):
+        return UserError(
+            f"--storage {shown(url)} cannot be opened as a database ({why}); check the path, or move "
+            "the file aside"
+        )
     return UserError(
-        f"--storage {shown(url)} cannot be reached or authenticated ({reason[0] if reason else type(exc).__name__}); "
+        f"--storage {shown(url)} cannot be reached or authenticated ({why}); "
         "check the host, the database, the user and the password"
     )
 
@@ -123,7 +206,7 @@ def check(url: str) -> None:
         except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
             # Another machine created it at the same moment.
             metadata.create_all(engine, checkfirst=True)
-    except sa.exc.DBAPIError as exc:
+    except sa.exc.SQLAlchemyError as exc:
         raise _unreachable(url, exc) from None
     finally:
         engine.dispose()
@@ -178,7 +261,7 @@ def record(url: str, row: dict[str, Any], profile: dict[str, Any] | None, regres
     try:
         with engine.begin() as conn:
             conn.execute(table.insert().values(**values))
-    except sa.exc.DBAPIError as exc:
+    except sa.exc.SQLAlchemyError as exc:
         raise _unreachable(url, exc) from None
     finally:
         engine.dispose()
@@ -194,7 +277,7 @@ def runs(url: str) -> pd.DataFrame:
             if not sa.inspect(conn).has_table(TABLE):
                 return pd.DataFrame(columns=[c.name for c in _table(sa.MetaData()).columns])
             return pd.read_sql(sa.text(f"SELECT * FROM {TABLE} ORDER BY id"), conn)
-    except sa.exc.DBAPIError as exc:
+    except sa.exc.SQLAlchemyError as exc:
         raise _unreachable(url, exc) from None
     finally:
         engine.dispose()

@@ -7,6 +7,12 @@ machine's software or hardware changed.
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import datetime as dt
+import io
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +21,95 @@ import pandas as pd
 from autotune.alarm import FINGERPRINT_NAMES
 from autotune.errors import UserError
 from autotune.plots import _pyplot
+from autotune.results import RUN_COLUMNS
+
+log = logging.getLogger(__name__)
+
+# What history reads of a row: without these it is not a runs.csv autotune wrote.
+NEEDED_COLUMNS = ("timestamp", "policy", "status")
+NUMERIC_COLUMNS = ("max_batch_size", "batch_size", "num_workers", "samples_per_s")
+
+
+def _problem(row: dict[str, str]) -> str | None:
+    """Why a row of runs.csv cannot be shown (a value no run writes), or None."""
+    for column in NUMERIC_COLUMNS:
+        value = row.get(column, "")
+        try:
+            if value != "" and float(value) != float(value):  # nan
+                return f"{column} {value!r} is not a number"
+        except ValueError:
+            return f"{column} {value!r} is not a number"
+    try:
+        if row["timestamp"]:
+            dt.datetime.fromisoformat(row["timestamp"])
+    except ValueError:
+        return f"timestamp {row['timestamp']!r} is not a time"
+    return None
+
+
+def read_runs(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Every row of ``runs.csv`` that can be shown, and why the others were skipped (a row a crash
+    cut short, a value no run writes). A file that is not a runs.csv autotune wrote (not UTF-8,
+    empty, other columns) is a UserError in one line; the file is never changed."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read ({exc.strerror or exc}); fix its permissions") from None
+    advice = "move it aside (the next autotune run starts a new one)"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path} is not a CSV autotune wrote (bytes that are not UTF-8 at offset {exc.start}); {advice}"
+        ) from None
+    if not text.strip():
+        raise UserError(f"{path} is empty ({len(data)} bytes, no header); {advice}")
+    try:
+        table = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise UserError(f"{path} is not a CSV autotune wrote ({exc}); {advice}") from None
+    header = table[0] if table else []
+    foreign = [c for c in header if c not in RUN_COLUMNS]
+    if foreign or not all(c in header for c in NEEDED_COLUMNS) or len(set(header)) != len(header):
+        what = (
+            f"columns autotune does not write ({', '.join(foreign[:3])})"
+            if foreign
+            else "not the columns of runs.csv"
+        )
+        raise UserError(f"{path} has {what}; {advice}")
+    rows, skipped = [], []
+    torn_last = not text.endswith("\n")
+    body = [(n, r) for n, r in enumerate(table[1:], start=2) if r]
+    for i, (line, fields) in enumerate(body):
+        if len(fields) != len(header) or (torn_last and i == len(body) - 1):
+            skipped.append(f"line {line} was cut short (a crash mid-write)")
+            continue
+        row = dict(zip(header, fields, strict=True))
+        if (why := _problem(row)) is not None:
+            skipped.append(f"line {line}: {why}")
+            continue
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=header, dtype=str)
+    for column in RUN_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = ""
+    return frame, skipped
 
 
 def runs_of(results: Path, policy: str) -> pd.DataFrame:
+    """The finished runs (tuned or checked) of ``policy``, oldest first; rows that cannot be shown
+    are skipped, and said so on stderr."""
     path = results / "runs.csv"
     if not path.exists():
         raise UserError(f"no runs in {path}; run: autotune run --policy {policy}")
-    frame = pd.read_csv(path, keep_default_na=False, dtype=str)
+    frame, skipped = read_runs(path)
+    if skipped:
+        log.warning(
+            "skipped %d row(s) of %s that cannot be shown: %s",
+            len(skipped),
+            path,
+            "; ".join(skipped[:3]) + ("; ..." if len(skipped) > 3 else ""),
+        )
     frame = frame[(frame.policy == policy) & frame.status.isin(["ok", "checked"])]
     if frame.empty:
         raise UserError(f"no finished {policy} runs in {path}; run: autotune run --policy {policy}")
@@ -58,7 +146,7 @@ def lines(frame: pd.DataFrame) -> list[str]:
 def plot(frame: pd.DataFrame, path: Path, title: str) -> Path:
     plt = _pyplot()
     fig, speed_ax = plt.subplots(figsize=(8, 4.2))
-    when = pd.to_datetime(frame.timestamp)
+    when = pd.to_datetime(frame.timestamp, errors="coerce", utc=True)
     samples = pd.to_numeric(frame.samples_per_s, errors="coerce")
     largest = pd.to_numeric(frame.max_batch_size, errors="coerce")
     speed_ax.plot(when, samples, marker="o", color="tab:purple", label="samples/s")
@@ -79,16 +167,29 @@ def plot(frame: pd.DataFrame, path: Path, title: str) -> Path:
     speed_ax.set_title(title, fontsize=9)
     fig.autofmt_xdate()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            fig.savefig(tmp, dpi=110, format="png")
+            os.replace(tmp, path)  # whole, or the earlier plot left as it was
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"the plot {path} cannot be written ({exc.strerror or exc}); the runs above are complete: "
+            "fix that folder or pass --results DIR"
+        ) from None
+    finally:
+        plt.close(fig)
     return path
 
 
 def show_history(results: Path, policy: str) -> int:
     frame = runs_of(results, policy)
     for line in lines(frame):
-        print(line)
+        print(line, flush=True)
     png = plot(frame, results / "plots" / f"{policy}-history.png", f"{policy}: runs over time")
     print(f"plot: {png}")
     return 0

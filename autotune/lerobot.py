@@ -13,6 +13,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from autotune.config import cuda_index
+from autotune.fingerprint import allocator_env
 from autotune.trainer import Trainer
 
 # What the probe children run with on a CPU (see autotune.probe_client): glibc hands large blocks
@@ -102,6 +103,8 @@ def command(trainer: Trainer, s: Setting) -> Command:
             out.launcher = ab.multi_gpu.replace("=N", f"={s.gpus}").removesuffix(" ...")
     if device_type == "cpu":
         out.env.update(CPU_MALLOC_ENV)
+    else:
+        out.env.update(allocator_env())  # the caching allocator's settings the probes ran with
     args = [f"--dataset.repo_id={s.dataset_repo_id}"]
     if s.dataset_root:
         args.append(f"--dataset.root={s.dataset_root}")

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from autotune.errors import UserError
+from autotune.redact import hide_secrets
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def run_lock(results: Path, policy: str, *, wait: bool = False) -> Iterator[Path
                     "pid": os.getpid(),
                     "started_at": dt.datetime.now().isoformat(timespec="seconds"),
                     "host": socket.gethostname(),
-                    "command": " ".join(sys.argv),
+                    "command": hide_secrets(" ".join(sys.argv)),  # a --storage password stays out
                 }
             )
         )

@@ -80,8 +80,9 @@ def fit_model(
     se_fixed, se_slope = _stderrs(points, fit)
     budget = search.budget_bytes
     raw_max = math.floor((budget - fixed) / slope)
-    # At the certified maximum the next sample did not fit: the limit lies between max and max+1.
-    unusable = max(0.0, budget - (fixed + slope * (search.max_batch + 0.5)))
+    # At the certified maximum the next sample did not fit: the limit lies between max and max+1. A
+    # maximum bounded otherwise (--max-batch, a kernel's limit) says nothing of the memory left.
+    unusable = max(0.0, budget - (fixed + slope * (search.max_batch + 0.5))) if search.certified else 0.0
     return MemoryModel(
         fixed_bytes=fixed,
         per_sample_bytes=slope,

@@ -10,6 +10,7 @@ from autotune.alarm import Alert
 from autotune.config import RunConfig
 from autotune.context import RunContext, describe_run, open_run
 from autotune.eta import WorkPlan
+from autotune.noise import VARIANT_REPEATS
 from autotune.prober import BATCH_MEASURE_STEPS, BATCH_WARMUP_STEPS, Prober
 from autotune.profile import profile_path, up_to_date, write_profile
 from autotune.progress import Progress
@@ -57,7 +58,7 @@ def tune(ctx: RunContext) -> RunOutcome:
     prober = Prober(ctx, progress_for(ctx))
     with run_record(ctx, prober) as record:
         outcomes = [tune_variant(ctx, prober, v) for v in cfg.variants()]
-        winner = pick_winner(ctx, outcomes)
+        winner = pick_winner(ctx, outcomes, prober)
         record.update(
             **winner.variant.columns(),
             max_batch_size=winner.search.max_batch,
@@ -98,6 +99,8 @@ def progress_for(ctx: RunContext) -> Progress:
         soak_steps=cfg.effective_soak_steps(),
         trials=cfg.trials,
         trial_steps=Prober.trial_steps_for(cfg.device_type),
+        # Paired probes between variants only where two or more compete for the command.
+        variant_repeats=VARIANT_REPEATS if sum(not v.beside for v in cfg.variants()) > 1 else 0,
     )
     hints = quicker(cfg, ctx.data.image_size, ctx.data.kind)
     return Progress(plan, max_batch_cap=cfg.max_batch, device_type=cfg.device_type, hints=hints)

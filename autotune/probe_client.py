@@ -15,10 +15,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from autotune.errors import Terminated
 from probes.protocol import ProbeRequest, ProbeResult
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,34 @@ STDERR_TAIL_CHARS = 4000
 CUDA_DEVICE_ORDER = "PCI_BUS_ID"  # the order NVML numbers GPUs in
 FOLDER_PREFIX = "autotune-probe-"  # then the tuner's pid: autotune-probe-<pid>-<random>
 PARENT_ENV = "AUTOTUNE_PARENT_PID"
+
+
+# Children running now (pids, each its process group), and whether the tuner is stopping: a command
+# that runs probes in threads (autotune estimate) takes them all down with stop_children() when it
+# is interrupted or terminated, and no new one starts after.
+_live: set[int] = set()
+_live_lock = threading.Lock()
+_stopping = False
+
+
+def stop_children() -> None:
+    """Kill every probe child still running, with its process group, and start no new one: the
+    tuner is stopping (SIGTERM, Ctrl-C). A probe thread whose child is killed then raises
+    :class:`~autotune.errors.Terminated` instead of running it again."""
+    global _stopping
+    with _live_lock:
+        _stopping = True
+        pids = list(_live)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def allow_children() -> None:
+    """Undo :func:`stop_children` (for a process that goes on, such as a test)."""
+    global _stopping
+    with _live_lock:
+        _stopping = False
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -110,13 +140,19 @@ def combine(request: ProbeRequest, ranks: list[ProbeResult | None]) -> ProbeResu
     """One result for a DDP job from its ranks' (None where a rank wrote none): it fits only if
     every rank fits; its peak is the largest rank's; its times are the slowest rank's (what
     LeRobot logs under DDP) and its samples/s counts every rank's batch. An out of memory in any
-    rank is the job's out of memory. None when no rank answered."""
+    rank is the job's out of memory; failing that, a rank's error of a known kind (an ambiguous
+    out-of-memory, a kernel's limit) is the job's. None when no rank answered."""
     answered = [(r, res) for r, res in enumerate(ranks) if res is not None]
     if not answered:
         return None
     failed = [(r, res) for r, res in answered if not res.fits]
     if failed:
-        r, worst = next(((r, res) for r, res in failed if res.status == "oom"), failed[0])
+        # The rank that ran out of memory (or whose library said what may mean it, or hit a
+        # kernel's limit) tells why; the others mostly fail in a collective waiting for it.
+        r, worst = next(
+            ((r, res) for r, res in failed if res.status == "oom"),
+            next(((r, res) for r, res in failed if res.error_kind), failed[0]),
+        )
         worst.message = f"rank {r} of {request.world_size}: {worst.message}"
         worst.world_size = request.world_size
         return worst
@@ -175,17 +211,21 @@ def _run_once(
         request_path.write_text(request.to_json())
         started = time.perf_counter()
         with open(stderr_path, "w") as stderr:
-            proc = subprocess.Popen(
-                [*launcher(request.world_size), "probes.child", str(request_path), str(result_path)],
-                env=child_environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=stderr,
-                start_new_session=True,
-            )
-            if on_start is not None:
-                on_start(proc.pid)
+            with _live_lock:
+                if _stopping:
+                    raise Terminated()
+                proc = subprocess.Popen(
+                    [*launcher(request.world_size), "probes.child", str(request_path), str(result_path)],
+                    env=child_environment(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=stderr,
+                    stderr=stderr,
+                    start_new_session=True,
+                )
+                _live.add(proc.pid)
             try:
+                if on_start is not None:
+                    on_start(proc.pid)
                 proc.wait(timeout=timeout_s)
                 timed_out = False
             except subprocess.TimeoutExpired:
@@ -194,6 +234,13 @@ def _run_once(
             except BaseException:
                 _kill_group(proc)  # Ctrl-C or SIGTERM in the tuner: take the probe down with it
                 raise
+            finally:
+                with _live_lock:
+                    _live.discard(proc.pid)
+        if _stopping:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise Terminated()  # killed by stop_children: no result, and no second try
         # Workers the child left behind belong to its group: clean them up.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)

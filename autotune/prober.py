@@ -45,6 +45,7 @@ class Prober:
         self.ctx = ctx
         self.progress = progress
         self.count = 0  # batch probes run for the search, throughput and soak
+        self.at_size: dict[tuple[str, int], int] = {}  # probes so far per (variant, batch size)
 
     def batch_request(
         self,
@@ -78,12 +79,21 @@ class Prober:
         """Train ``batch_size`` for ``phase`` (search, throughput or soak); one batch_probes.csv row."""
         self.count += 1
         number = self.count
+        key = (variant.label, batch_size)
+        repeat = self.at_size.get(key, 0)  # measured again to decide (autotune.noise)
+        self.at_size[key] = repeat + 1
         log.debug("probe %d (%s, %s): batch %d ...", number, phase, variant.label, batch_size)
         result = run_probe(self.batch_request(variant, batch_size, phase), self.ctx.cfg.probe_timeout_s)
         log.info(
-            "probe %d (%s, %s): batch %d %s", number, phase, variant.label, batch_size, describe_probe(result)
+            "probe %d (%s, %s): batch %d%s %s",
+            number,
+            phase,
+            variant.label,
+            batch_size,
+            f" (repeat {repeat})" if repeat else "",
+            describe_probe(result),
         )
-        self.ctx.writer.add("batch_probes.csv", {**variant.columns(), **probe_row(result, phase)})
+        self.ctx.writer.add("batch_probes.csv", {**variant.columns(), **probe_row(result, phase, repeat)})
         self.progress.probe_done(result)
         return result
 
@@ -133,8 +143,9 @@ class Prober:
     def record_trial(self, variant: Variant, t: TrialRecord) -> None:
         r = t.result
         log.info(
-            "trial %d: num_workers=%d prefetch=%s -> %s",
+            "trial %d%s: num_workers=%d prefetch=%s -> %s",
             t.number,
+            f" (repeat {t.repeat})" if t.repeat else "",
             t.num_workers,
             t.prefetch_factor,
             f"{r.samples_per_s:.2f} samples/s (data_s {r.data_s:.3f}, updt_s {r.updt_s:.3f})"

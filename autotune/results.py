@@ -42,6 +42,7 @@ RUN_KEY_COLUMNS = [
 
 BATCH_PROBE_COLUMNS = RUN_KEY_COLUMNS + [
     "phase",  # search, throughput, soak or check
+    "repeat",  # earlier probes of this variant at this batch size in the run (0: the first)
     "batch_size",
     "status",  # ok, oom, error or timeout
     "peak_allocated_bytes",
@@ -59,6 +60,7 @@ BATCH_PROBE_COLUMNS = RUN_KEY_COLUMNS + [
 
 WORKER_TRIAL_COLUMNS = RUN_KEY_COLUMNS + [
     "trial",
+    "repeat",  # 0: the study's trial; 1, 2, ...: the same setting measured again to decide
     "batch_size",
     "num_workers",
     "prefetch_factor",
@@ -115,7 +117,8 @@ VERIFY_COLUMNS = RUN_KEY_COLUMNS + [
     "learnable_params",  # as lerobot-train logged them
     "trainable_params",  # as autotune's probes counted them
     "promised_bytes",  # the budget less the headroom
-    "peak_bytes",  # lerobot-train's peak: CPU resident-set growth, CUDA allocator reserve
+    "peak_bytes",  # lerobot-train's peak: CPU resident-set growth, CUDA allocator reserve after step 1
+    "warmup_peak_bytes",  # its peak up to the first optimizer step (cuDNN's algorithm search), apart
     "profile_peak_bytes",
     "workers_pss_bytes",  # lerobot-train's DataLoader workers
     "updt_s",
@@ -274,10 +277,11 @@ def stamped(row: Mapping[str, Any]) -> dict[str, Any]:
     return {**row, "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-def probe_row(r: ProbeResult, phase: str) -> dict[str, Any]:
+def probe_row(r: ProbeResult, phase: str, repeat: int = 0) -> dict[str, Any]:
     """A ``batch_probes.csv`` row for one batch probe (without the run key)."""
     return {
         "phase": phase,
+        "repeat": repeat,
         "batch_size": r.batch_size,
         "status": r.status,
         "peak_allocated_bytes": r.peak_allocated_bytes,
@@ -300,6 +304,7 @@ def trial_row(t: TrialRecord) -> dict[str, Any]:
     fraction = data_fraction(r.data_s, r.updt_s)
     return {
         "trial": t.number,
+        "repeat": t.repeat,
         "batch_size": r.batch_size,
         "num_workers": t.num_workers,
         "prefetch_factor": t.prefetch_factor,

@@ -29,6 +29,16 @@ with an estimate within 5% of a straight curve, 3 or 4 probes certify it. Noise 
 (on a loaded CPU a peak repeated 2% of the budget apart) makes misses next to the limit common:
 after the one retry just below a narrow miss, every further probe in that bracket stays where the
 worst case needs no more probes than bisecting the bracket would (:func:`_bisection_safe`).
+
+Two kinds of probe error steer it too, as the child names them from the library's words (it cannot
+know more). A status that next to the limit means out of memory and anywhere else another fault
+(cuBLAS's ``EXECUTION_FAILED``, cuDNN's ``INTERNAL_ERROR`` and ``NOT_SUPPORTED``, NCCL's ``Cuda
+failure 'out of memory'``) counts as out of memory at a size of at least :data:`AMBIGUOUS_NEAR` of
+one that ran out of memory or of the maximum the peaks (or the estimate) predict, and stops the
+search as an error well below both (and where neither is known yet). A kernel's size limit
+(``invalid configuration argument``, tensors past ``INT_MAX`` elements, 32-bit indexing) is neither
+a fit nor out of memory: the search takes that size as its upper bound, as it takes ``max_batch``,
+and says so in a note.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from autotune.errors import ProbeError
-from probes.protocol import ProbeResult
+from probes.protocol import AMBIGUOUS_OOM, KERNEL_LIMIT, ProbeResult
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,10 @@ ProbeFn = Callable[[int], ProbeResult]
 
 DEFAULT_MAX_BATCH = 8192
 SECOND_PROBE = 4
+# An ambiguous out-of-memory (a library status that means it only next to the limit) counts as one
+# at a size at least this share of the smallest size that ran out of memory, or of the maximum the
+# memory line predicts; below both it is an error.
+AMBIGUOUS_NEAR = 0.5
 
 
 @dataclass
@@ -95,6 +109,20 @@ class SearchOutcome:
     budget_bytes: int  # the budget the probes really had: the smallest cap they reported, if less
     probes: list[ProbeResult] = field(default_factory=list)
     fit: MemoryFit | None = None
+    limit_batch_size: int = 0  # the smallest size past a kernel's limit (0: none met)
+    limit_reason: str = ""  # that probe's message
+    notes: list[str] = field(default_factory=list)  # what a person should read beside the numbers
+
+    @property
+    def evidence(self) -> str:
+        """What bounds ``max_batch``, in words."""
+        if self.certified:
+            return "certified"
+        if self.limit_batch_size and self.limit_batch_size == self.max_batch + 1:
+            return f"bounded by a kernel's limit at batch {self.limit_batch_size}"
+        if self.capped:
+            return "capped at --max-batch"
+        return "not certified"
 
     @property
     def fitting(self) -> list[ProbeResult]:
@@ -184,6 +212,7 @@ def find_max_batch(
     state = _Bracket(lo=0, hi=max_batch + 1)
     if estimate is not None and estimate.per_sample_bytes > 0:
         state.prior_slope = estimate.per_sample_bytes
+        state.prior_max = estimate.max_batch_under(budget_bytes)
         if start == 1:
             start = min(max(1, estimate.max_batch_under(budget_bytes)), max_batch)
             state.from_estimate = True
@@ -199,9 +228,24 @@ def find_max_batch(
             state.lo = max(state.lo, size)
             if result.peak_reserved_bytes > 0:
                 fit_points.append((size, float(result.peak_reserved_bytes)))
-        elif result.status == "oom":
+        elif result.status == "oom" or (
+            result.error_kind == AMBIGUOUS_OOM and _near_limit(size, state, fit_points, outcome, result)
+        ):
+            state.hi_by_limit = state.hi_by_limit and state.hi <= size
             state.hi = min(state.hi, size)
+            state.oom_hi = min(state.oom_hi or size, size)
             state.seen_oom = True
+        elif result.error_kind == KERNEL_LIMIT:
+            if not outcome.limit_batch_size or size < outcome.limit_batch_size:
+                outcome.limit_batch_size, outcome.limit_reason = size, result.message
+            state.hi_by_limit = state.hi_by_limit or size < state.hi
+            state.hi = min(state.hi, size)
+        elif result.error_kind == AMBIGUOUS_OOM:
+            raise ProbeError(
+                f"probe at batch {size} ended with {result.status}: {result.message}; next to the memory "
+                f"limit this can mean out of memory, but batch {size} is well below "
+                f"{_what_is_near(state, fit_points, outcome)}, so it is a fault, not out of memory"
+            )
         else:
             raise ProbeError(
                 f"probe at batch {size} ended with {result.status}: {result.message or 'no message'}"
@@ -234,8 +278,21 @@ def find_max_batch(
         log.debug("bracket [%d, %d) after probing %d", state.lo, state.hi, candidate)
 
     outcome.max_batch = state.lo
-    outcome.capped = not state.seen_oom
-    outcome.certified = state.seen_oom and state.hi == state.lo + 1
+    outcome.capped = not state.seen_oom and not outcome.limit_batch_size
+    outcome.certified = state.seen_oom and state.hi == state.lo + 1 and not state.hi_by_limit
+    if outcome.limit_batch_size:
+        note = (
+            f"batch {outcome.limit_batch_size} is past a kernel's limit ({outcome.limit_reason}): neither "
+            f"a fit nor out of memory, so the search took it as its upper bound; batch {outcome.max_batch} "
+            + (
+                "is the largest that fitted below it, bounded by the kernel, not certified by running out "
+                "of memory"
+                if not outcome.certified
+                else "is certified below it by running out of memory"
+            )
+        )
+        log.warning("%s", note)
+        outcome.notes.append(note)
     outcome.fit = fit_memory(fit_points)
     if outcome.fit is None and fit_points and state.prior_slope > 0:
         # Started from the estimate, the search may certify its maximum having fitted at one size
@@ -244,6 +301,55 @@ def find_max_batch(
         size, peak = max(fit_points)
         outcome.fit = MemoryFit(peak - state.prior_slope * size, state.prior_slope, points=1)
     return outcome
+
+
+def _predicted_max(state: _Bracket, fit_points: list[tuple[int, float]], budget_bytes: int) -> int:
+    """The maximum the measured peaks predict (their line, or the estimate's slope through the
+    largest fit), else the estimate's own; 0 where nothing predicts one yet."""
+    fit = fit_memory(fit_points)
+    if fit is not None and fit.per_sample_bytes > 0:
+        return fit.max_batch_under(budget_bytes)
+    if fit_points and state.prior_slope > 0:
+        size, peak = max(fit_points)
+        return max(size, size + math.floor((budget_bytes - peak) / state.prior_slope))
+    return state.prior_max
+
+
+def _near_limit(
+    size: int,
+    state: _Bracket,
+    fit_points: list[tuple[int, float]],
+    outcome: SearchOutcome,
+    result: ProbeResult,
+) -> bool:
+    """Whether an ambiguous out-of-memory at ``size`` is next to the limit (then it is one, and
+    the run says so in a note): at least AMBIGUOUS_NEAR of a size that ran out of memory or of
+    the predicted maximum."""
+    predicted = _predicted_max(state, fit_points, outcome.budget_bytes)
+    near = [
+        what
+        for what, bound in (
+            (f"batch {state.oom_hi}, which ran out of memory", state.oom_hi),
+            (f"the predicted maximum {predicted}", predicted),
+        )
+        if bound and size >= AMBIGUOUS_NEAR * bound
+    ]
+    if not near:
+        return False
+    note = f"batch {size}: {result.message}, counted as out of memory next to {near[0]}"
+    log.warning("%s", note)
+    outcome.notes.append(note)
+    return True
+
+
+def _what_is_near(state: _Bracket, fit_points: list[tuple[int, float]], outcome: SearchOutcome) -> str:
+    """The sizes an ambiguous out-of-memory was judged against, in words."""
+    predicted = _predicted_max(state, fit_points, outcome.budget_bytes)
+    known = [f"batch {state.oom_hi}, which ran out of memory"] if state.oom_hi else []
+    known += [f"the predicted maximum {predicted}"] if predicted else []
+    return (
+        " and ".join(known) if known else "any size known to run out of memory (none yet, nor a prediction)"
+    )
 
 
 def effective_budget(probes: Sequence[ProbeResult], asked_bytes: int) -> int:
@@ -271,6 +377,9 @@ class _Bracket:
     low_misses: int = 0  # probes below the estimate's maximum that ran out of memory, none fitting yet
     retried: bool = False  # the one retry just below a narrow miss was taken
     retrying: bool = False  # the candidate now is that retry
+    oom_hi: int = 0  # the smallest size that ran out of memory (0: none yet)
+    hi_by_limit: bool = False  # hi is a size past a kernel's limit, not one that ran out of memory
+    prior_max: int = 0  # the maximum the estimate predicts (0: no estimate)
 
 
 # Far from the limit, a line fitted at small sizes is uncertain (memory curves bend upwards as the

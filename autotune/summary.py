@@ -58,7 +58,7 @@ def print_profile(p: dict[str, Any]) -> None:
             (
                 "LeRobot defaults",
                 f"{default['num_workers']} workers, prefetch {default['prefetch_factor']}: "
-                f"{default['samples_per_s']:.2f} samples/s (tuned is {p['speedup_vs_default']:.2f}x)",
+                f"{default['samples_per_s']:.2f} samples/s; {_against_default(p)}",
             )
         )
     gpus = p.get("gpus", 1)
@@ -124,6 +124,25 @@ def print_profile(p: dict[str, Any]) -> None:
     for caveat in caveats:
         print(f"  warning: the command below will not reproduce this: {caveat}")
     print(p["lerobot_train_command"])
+
+
+def _against_default(p: dict[str, Any]) -> str:
+    """The tuned setting against LeRobot's default, with its spread and paired runs, or why the
+    default is recommended (no measurable difference)."""
+    d = next((d for d in p.get("decisions", []) if d.get("what") == "workers"), None)
+    speedup = p.get("speedup_vs_default")
+    if d is None:  # a profile from before the comparisons were weighed against the noise
+        return f"tuned is {speedup:.2f}x" if speedup is not None else "not compared"
+    if not d.get("challenger"):
+        return "the fastest measured, so it is recommended"
+    figures = f"{d['ratio']:.2f}x ± {d['spread']:.2f}" if d.get("ratio") and d.get("spread") else "?"
+    runs = d.get("pairs", 0)
+    measured = (
+        f"{figures} ({runs} paired run{'s' if runs != 1 else ''})" if runs else f"{figures} (single trials)"
+    )
+    if d["chosen"] != d["default"]:
+        return f"tuned ({d['chosen']}) is {measured}"
+    return f"recommended: the study's fastest ({d['challenger']}) is {measured}, {d['verdict']}"
 
 
 def _backend(backend: str) -> str:

@@ -199,6 +199,22 @@ def parse_version(text: str) -> Version:
     return version
 
 
+def newer_than_known(version: str) -> str | None:
+    """One line for a LeRobot newer than :data:`RELEASES`' newest row (0.7.0, a typo like 99.0):
+    which row's flags the command assumes, and how to check them; None for a known version."""
+    newest = RELEASES[-1]
+    try:
+        parsed = Version(version)
+    except InvalidVersion:
+        return None
+    if parsed <= Version(newest.since) or parsed.base_version == Version(newest.since).base_version:
+        return None
+    return (
+        f"LeRobot {version} is newer than any autotune knows: its lerobot-train flags are assumed to be "
+        f"those of {newest.since} (read at {newest.source}); --verify runs the command in it to check them"
+    )
+
+
 def abilities(version: Version) -> Abilities:
     """The abilities of the newest row at or below ``version``."""
     return [row for row in RELEASES if Version(row.since) <= version][-1]
@@ -276,24 +292,30 @@ def trainer_at(path: Path, source: str) -> Trainer:
     return _from_path(path, source)
 
 
+def _noted(trainer: Trainer) -> Trainer:
+    if (note := newer_than_known(trainer.version)) is not None:
+        log.warning("%s", note)
+    return trainer
+
+
 def find_trainer(lerobot: str | None = None, lerobot_version: str | None = None) -> Trainer:
     """The lerobot-train that will train: ``--lerobot``, else ``--lerobot-version``, else the one on
     PATH, else the LeRobot installed in this Python; with none, the newest release (said in one line)."""
     if lerobot is not None and lerobot_version is not None:
         raise UserError("--lerobot and --lerobot-version name the same thing; pass one of them")
     if lerobot is not None:
-        return _from_path(Path(lerobot), "path")
+        return _noted(_from_path(Path(lerobot), "path"))
     if lerobot_version is not None:
-        return Trainer(str(parse_version(lerobot_version)), "flag")
+        return _noted(Trainer(str(parse_version(lerobot_version)), "flag"))
     found = shutil.which("lerobot-train", path=os.environ.get("PATH"))
     if found is not None:
         try:
-            return _from_path(Path(found), "PATH")
+            return _noted(_from_path(Path(found), "PATH"))
         except UserError as exc:
             log.warning("the lerobot-train on PATH (%s) is not usable: %s", found, exc)
     if importlib.util.find_spec("lerobot") is not None:  # autotune installed into a LeRobot environment
         try:
-            return _from_path(Path(sys.executable), "imported")
+            return _noted(_from_path(Path(sys.executable), "imported"))
         except UserError as exc:
             log.warning("the LeRobot in this Python is not usable: %s", exc)
     log.info(

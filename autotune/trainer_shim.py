@@ -7,6 +7,12 @@ and watches, while ``main()`` trains: the growth of the resident set over the ba
 probe measures), the proportional set size of the DataLoader's worker processes, and on CUDA the
 caching allocator's peaks (LeRobot resets them every step from 0.6 on, so the resets are folded
 into a running maximum).
+
+The first optimizer step ends the warm-up, as in the probes: on CUDA its peak (cuDNN's benchmark
+searches its algorithms in step 1, with scratch sized from the device's free memory, which the
+probes leave out of their peak) is kept apart, the allocator's cache is emptied of that scratch and
+the peaks start again. A step fp16's gradient scaler skips is no optimizer step: the warm-up lasts
+until the first real one, as the probes' does.
 """
 
 import importlib
@@ -93,7 +99,14 @@ def main():
     args = sys.argv[3:]
     module = importlib.import_module(module_name)
     baseline = rss_bytes()
-    state = {"peak": 0, "workers": 0, "cuda_reserved": 0, "cuda_allocated": 0}
+    state = {
+        "peak": 0,
+        "workers": 0,
+        "cuda_reserved": 0,
+        "cuda_allocated": 0,
+        "warmup_peak": 0,  # the warm-up's (CUDA: reserved; CPU: resident-set growth), set apart
+        "warmed_up": False,
+    }
     torch = sys.modules.get("torch")
     cuda = torch is not None and torch.cuda.is_available()
 
@@ -110,6 +123,24 @@ def main():
             return reset(*a, **k)
 
         torch.cuda.reset_peak_memory_stats = reset_folded
+
+    def end_warmup(optimizer, args, kwargs):
+        # After the first optimizer step: the warm-up's peak apart, then the peaks start again.
+        if state["warmed_up"]:
+            return
+        state["warmed_up"] = True
+        if cuda:
+            fold()
+            state["warmup_peak"] = state["cuda_reserved"]
+            torch.cuda.empty_cache()  # cuDNN's algorithm search's scratch, cached since step 1
+            reset()
+            state["cuda_reserved"] = state["cuda_allocated"] = 0
+        else:
+            state["warmup_peak"] = max(state["peak"], rss_bytes() - baseline)
+
+    optimizer_hooks = getattr(getattr(torch, "optim", None), "optimizer", None) if torch is not None else None
+    if optimizer_hooks is not None and hasattr(optimizer_hooks, "register_optimizer_step_post_hook"):
+        optimizer_hooks.register_optimizer_step_post_hook(end_warmup)  # every optimizer (torch >= 2.0)
     stop = threading.Event()
 
     def watch():
@@ -148,6 +179,8 @@ def main():
             "workers_pss_bytes": state["workers"],
             "cuda_peak_reserved_bytes": state["cuda_reserved"],
             "cuda_peak_allocated_bytes": state["cuda_allocated"],
+            "warmup_peak_bytes": state["warmup_peak"],
+            "warmed_up": state["warmed_up"],
         }
         with open(result_path + ".tmp", "w") as f:
             json.dump(result, f)

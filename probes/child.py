@@ -104,7 +104,7 @@ def main(argv: list[str]) -> int:
         fields = runner_for(request.kind, backend)(request, on_exceed)
         result = ProbeResult(batch_size=request.batch_size, **fields)
     except BaseException as exc:  # every outcome must be reported to the tuner
-        from probes.device import current_cap, is_out_of_memory
+        from probes.device import current_cap, error_kind, is_out_of_memory
 
         if is_out_of_memory(exc):
             # In any form and any step, warm-up included; the CSV keeps the library's own words.
@@ -113,7 +113,16 @@ def main(argv: list[str]) -> int:
             )
         else:
             traceback.print_exc(file=sys.stderr)
-            result = ProbeResult(status="error", batch_size=request.batch_size, message=_one_line(exc))
+            # A status that next to the limit means out of memory, or a kernel's size limit: the
+            # child can only name it; the search, which knows the sizes around it, decides.
+            kind = error_kind(exc)
+            result = ProbeResult(
+                status="error",
+                batch_size=request.batch_size,
+                message=_one_line(exc),
+                error_kind=kind,
+                **(current_cap() if kind else {}),
+            )
         gc.collect()
     result.wall_s = time.perf_counter() - started
     result.write(result_path)

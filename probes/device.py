@@ -5,19 +5,24 @@ The rest of autotune never calls ``torch.cuda`` directly, and only probe childre
 
 from __future__ import annotations
 
+import logging
 import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from probes.memory import PeakWatcher, peak_rss_bytes, rss_bytes
+from probes.protocol import AMBIGUOUS_OOM, KERNEL_LIMIT
+
+log = logging.getLogger("probes.child")
 
 MiB = 1024**2
-# After warm-up the allocator's cap leaves free what was measured outside it (the CUDA context,
-# cuBLAS and cuDNN handles, the kernels loaded so far, other processes) and this much more, for
-# kernels that load lazily in later steps (a shape the warm-up did not see).
+# The allocator's cap leaves free what this process holds outside it (the CUDA context, cuBLAS and
+# cuDNN handles, the kernels loaded so far) and this much more, for kernels that load lazily in
+# later steps (a shape the warm-up did not see).
 LAZY_LOAD_SLACK_BYTES = 128 * MiB
 
 # Where CUDA's libraries say, as a RuntimeError's text, that the device ran out of memory. Only an
@@ -39,11 +44,36 @@ OOM_TEXTS = (
     "FIND was unable to find an engine",
     "GET was unable to find an engine",
 )
+# Statuses that near the limit mean out of memory, and anywhere else another fault: the child
+# reports them as errors of kind AMBIGUOUS_OOM and the search, which knows the sizes that fitted
+# and ran out of memory, decides (autotune/search.py). Lightning's and Accelerate's batch-size
+# finders count cuDNN's NOT_SUPPORTED as out of memory (pytorch/pytorch#4107), Lightning also
+# CUDNN_STATUS_INTERNAL_ERROR.
+AMBIGUOUS_OOM_TEXTS = (
+    "CUBLAS_STATUS_EXECUTION_FAILED",  # a GEMM whose workspace or lazily loaded kernel found no memory
+    "CUDNN_STATUS_INTERNAL_ERROR",  # without the allocation detail (OOM_TEXTS has those forms)
+    "CUDNN_STATUS_NOT_SUPPORTED",
+    "Unable to find a valid cuDNN algorithm",  # PyTorch's cuDNN v7 path: no algorithm's workspace fits
+    "Cuda failure 'out of memory'",  # NCCL's own allocation (a DistBackendError)
+)
+# A kernel's limit at a big batch: neither a fit nor out of memory. The search takes the size as its
+# upper bound. cudaErrorInvalidConfiguration (a grid or block past the device's limits), tensors
+# past INT_MAX elements and kernels that index with 32 bits.
+KERNEL_LIMIT_TEXTS = (
+    "invalid configuration argument",
+    "canUse32BitIndexMath",
+    "32-bit index",
+    "32 bit index",
+    "INT_MAX",
+    "numel needs to be smaller than int32",
+    "too large to fit in int",
+)
 # cuBLAS handle creation with no memory left (cublasCreate / cublasLtCreate, on the first matrix
 # product of a stream): PyTorch's TORCH_CUDABLAS_CHECK says "CUBLAS_STATUS_NOT_INITIALIZED when
 # calling `cublasCreate(handle)`".
 CUBLAS_CREATE_FAILED = re.compile(r"CUBLAS_STATUS_NOT_INITIALIZED when calling `?cublas(Lt)?Create\(")
 CUDA_ERROR_MEMORY_ALLOCATION = 2  # cudaErrorMemoryAllocation, torch.AcceleratorError.error_code
+CUDA_ERROR_INVALID_CONFIGURATION = 9  # cudaErrorInvalidConfiguration
 
 
 class HostMemoryExceeded(MemoryError):
@@ -59,15 +89,31 @@ def resolve_device(name: str) -> torch.device:
         index = device.index or 0
         if index >= torch.cuda.device_count():
             raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} GPU(s) visible")
+        note_memory_before_context(index)  # set_device creates the context (CUDA 12 and newer)
         torch.cuda.set_device(index)
         # What LeRobot's training script turns on.
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        enable_tf32()
         return torch.device("cuda", index)
     if device.type != "cpu":
         raise ValueError(f"unsupported device {name!r}: use cpu, cuda or cuda:N")
     return device
+
+
+def enable_tf32() -> None:
+    """TF32 for float32 matrix products and convolutions, as lerobot-train trains (0.6.1 sets
+    ``torch.backends.cuda.matmul.allow_tf32``; cuDNN's convolutions use TF32 by default): through
+    ``fp32_precision`` where torch has it (2.9 and newer), since its deprecated ``allow_tf32``
+    setters raise when mixed with it; through those setters on an older torch."""
+    matmul = torch.backends.cuda.matmul
+    try:
+        matmul.fp32_precision  # noqa: B018 - present from torch 2.9
+    except AttributeError:
+        matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return
+    matmul.fp32_precision = "tf32"
+    torch.backends.cudnn.conv.fp32_precision = "tf32"
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -75,17 +121,35 @@ def is_out_of_memory(exc: BaseException) -> bool:
     CUDA runtime's, cuBLAS's and cuDNN's (see :data:`OOM_TEXTS`)."""
     if isinstance(exc, (torch.OutOfMemoryError, HostMemoryExceeded)):
         return True
-    accelerator_error = getattr(torch, "AcceleratorError", None)  # torch 2.8 and newer
-    if (
-        accelerator_error is not None
-        and isinstance(exc, accelerator_error)
-        and getattr(exc, "error_code", None) == CUDA_ERROR_MEMORY_ALLOCATION
-    ):
+    if _cuda_error_code(exc) == CUDA_ERROR_MEMORY_ALLOCATION:
         return True
     if not isinstance(exc, RuntimeError):
         return False
     text = str(exc)
     return any(t in text for t in OOM_TEXTS) or CUBLAS_CREATE_FAILED.search(text) is not None
+
+
+def error_kind(exc: BaseException) -> str:
+    """What an error that is not an out-of-memory says it is, from its words alone:
+    ``AMBIGUOUS_OOM`` (:data:`AMBIGUOUS_OOM_TEXTS`), ``KERNEL_LIMIT`` (:data:`KERNEL_LIMIT_TEXTS`),
+    or "" for any other error."""
+    if _cuda_error_code(exc) == CUDA_ERROR_INVALID_CONFIGURATION:
+        return KERNEL_LIMIT
+    if not isinstance(exc, RuntimeError):
+        return ""
+    text = str(exc)
+    if any(t in text for t in AMBIGUOUS_OOM_TEXTS):
+        return AMBIGUOUS_OOM
+    if any(t in text for t in KERNEL_LIMIT_TEXTS):
+        return KERNEL_LIMIT
+    return ""
+
+
+def _cuda_error_code(exc: BaseException) -> int | None:
+    accelerator_error = getattr(torch, "AcceleratorError", None)  # torch 2.8 and newer
+    if accelerator_error is not None and isinstance(exc, accelerator_error):
+        return getattr(exc, "error_code", None)
+    return None
 
 
 def synchronize(device: torch.device) -> None:
@@ -99,6 +163,39 @@ def create_context(device: torch.device) -> None:
     torch.empty(1, device=device)
 
 
+# NVML's count of the memory in use on each device before this process created its context there
+# (None: NVML could not tell, or the context already existed).
+_used_before_context: dict[int, int | None] = {}
+
+
+def device_memory_used(index: int) -> int | None:
+    """The memory in use on CUDA device ``index`` as NVML counts it (every process, this one
+    included), read without creating a CUDA context; None where NVML cannot tell (not installed,
+    no driver, a device it cannot map, such as MIG devices named by UUID)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            # torch's own mapping of a CUDA index to NVML's (CUDA_VISIBLE_DEVICES honoured); the
+            # children run with CUDA_DEVICE_ORDER=PCI_BUS_ID, NVML's order.
+            handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda._get_nvml_device_index(index))
+            return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as exc:  # noqa: BLE001 - NVML's errors are its own types; any means "unknown"
+        log.debug("NVML cannot read the memory used on cuda:%d: %s", index, exc)
+        return None
+
+
+def note_memory_before_context(index: int) -> None:
+    """Remember what is in use on device ``index`` before this process's context exists, so the
+    meter can tell this process's memory outside the allocator from other processes'."""
+    if index in _used_before_context:
+        return
+    _used_before_context[index] = None if torch.cuda.is_initialized() else device_memory_used(index)
+
+
 @dataclass
 class MemoryPeak:
     allocated_bytes: int
@@ -107,20 +204,26 @@ class MemoryPeak:
     limit_bytes: int  # the cap the measured steps ran under
     overhead_bytes: int = 0
     warmup_reserved_bytes: int = 0  # the warm-up's own peak (cuDNN's algorithm search included)
+    cap_bound: str = ""  # CUDA: "limit" or "device", which bound set the cap
 
 
 class MemoryMeter:
     """Holds a probe to ``limit_bytes`` and measures its peak, the warm-up's apart.
 
-    CUDA: the caching allocator is capped with ``set_per_process_memory_fraction``, so a smaller
-    limit behaves like a smaller card. The warm-up runs as the real training's first steps do,
-    with at most the free memory; :meth:`end_warmup` then measures what runs outside the allocator
-    (context, cuBLAS, cuDNN, loaded kernels, other processes), caps the allocator at the limit or at
-    what is left beside that (less :data:`LAZY_LOAD_SLACK_BYTES`), whichever is smaller, and resets
-    the peaks and the retry count, so one-time transients (cuDNN's algorithm search sizes its
-    scratch from the device's free memory) stay in the warm-up peak. CPU: the growth of the
-    resident set over the baseline taken at ``start`` is sampled for the whole probe; going over
-    ``limit_bytes`` calls ``on_exceed`` (the CPU's OOM).
+    CUDA: the caching allocator is capped with ``set_per_process_memory_fraction``, so that the
+    limit behaves like a card of that size: the cap is the limit less what this process holds
+    outside the allocator (context, cuBLAS, cuDNN, loaded kernels, NCCL), or what the device has
+    left beside that if less (other processes, a MIG slice), in both cases less
+    :data:`LAZY_LOAD_SLACK_BYTES`. Where the limit is the card's free memory (the default budget)
+    the two agree, and nothing is counted twice. :meth:`start` caps the warm-up so (with the bare
+    context measured), so that the allocator's typed out-of-memory comes before a library's own
+    allocation fails; :meth:`end_warmup` measures again, sets the cap for the measured steps, and
+    resets the peaks and the retry count, so one-time transients (cuDNN's algorithm search sizes its
+    scratch from the device's free memory) stay in the warm-up peak. What runs outside the
+    allocator is told apart from other processes by NVML's count before this process's context
+    (:func:`note_memory_before_context`); where NVML cannot tell, all of it counts as this
+    process's. CPU: the growth of the resident set over the baseline taken at ``start`` is sampled
+    for the whole probe; going over ``limit_bytes`` calls ``on_exceed`` (the CPU's OOM).
     """
 
     def __init__(
@@ -132,6 +235,7 @@ class MemoryMeter:
         self.device = device
         self.requested_bytes = limit_bytes
         self.limit_bytes = limit_bytes  # the cap in force
+        self.cap_bound = "limit"
         self.on_exceed = on_exceed
         self.baseline_bytes = 0
         self.overhead_bytes = 0
@@ -143,11 +247,10 @@ class MemoryMeter:
         global _current
         _current = self
         if self.device.type == "cuda":
+            index = self.device.index or 0
+            note_memory_before_context(index)
             create_context(self.device)
-            free, total = torch.cuda.mem_get_info(self.device)
-            self.total_bytes = total
-            self.overhead_bytes = total - free - torch.cuda.memory_reserved(self.device)
-            self._cap(min(self.requested_bytes, free))
+            self._cap_beside_outside()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
             return
@@ -163,6 +266,28 @@ class MemoryMeter:
         self.limit_bytes = max(0, int(limit_bytes))
         torch.cuda.set_per_process_memory_fraction(min(1.0, self.limit_bytes / self.total_bytes), self.device)
 
+    def _outside_bytes(self, free: int, total: int, reserved: int) -> int:
+        """What this process holds on the device outside the allocator (all of what is in use
+        outside it where NVML cannot tell this process from others)."""
+        outside = total - free - reserved
+        before = _used_before_context.get(self.device.index or 0)
+        now = device_memory_used(self.device.index or 0) if before is not None else None
+        if before is None or now is None:
+            return outside
+        return max(0, min(outside, now - before - reserved))
+
+    def _cap_beside_outside(self) -> None:
+        """Measure what runs outside the allocator and cap it: the limit less this process's share
+        of that, or what the device has left, whichever is smaller, less the slack."""
+        free, total = torch.cuda.mem_get_info(self.device)
+        reserved = torch.cuda.memory_reserved(self.device)
+        self.total_bytes = total
+        self.overhead_bytes = self._outside_bytes(free, total, reserved)
+        as_card = self.requested_bytes - self.overhead_bytes
+        on_device = free + reserved
+        self.cap_bound = "limit" if as_card <= on_device else "device"
+        self._cap(min(as_card, on_device) - LAZY_LOAD_SLACK_BYTES)
+
     def end_warmup(self) -> None:
         """The warm-up is over: keep its peak, set the cap for the measured steps, reset the stats."""
         if self.device.type != "cuda":
@@ -173,10 +298,7 @@ class MemoryMeter:
         torch.cuda.synchronize(self.device)
         self.warmup_reserved_bytes = int(torch.cuda.max_memory_reserved(self.device))
         torch.cuda.empty_cache()  # the algorithm search's scratch, and what the warm-up cached
-        free, total = torch.cuda.mem_get_info(self.device)
-        reserved = torch.cuda.memory_reserved(self.device)
-        self.overhead_bytes = total - free - reserved
-        self._cap(min(self.requested_bytes, free + reserved - LAZY_LOAD_SLACK_BYTES))
+        self._cap_beside_outside()
         torch.cuda.reset_peak_memory_stats(self.device)
         torch.cuda.reset_accumulated_memory_stats(self.device)
 
@@ -202,6 +324,7 @@ class MemoryMeter:
                 limit_bytes=self.limit_bytes,
                 overhead_bytes=self.overhead_bytes,
                 warmup_reserved_bytes=self.warmup_reserved_bytes,
+                cap_bound=self.cap_bound,
             )
         sampled = self.watcher.stop() if self.watcher is not None else 0
         peak = max(sampled, self._high_water())
@@ -217,11 +340,15 @@ class MemoryMeter:
 _current: MemoryMeter | None = None  # the meter of this probe child, once started
 
 
-def current_cap() -> dict[str, int]:
+def current_cap() -> dict[str, Any]:
     """The cap and the overhead of this child's meter, for a result that an error cut short."""
     if _current is None:
         return {}
-    return {"memory_cap_bytes": _current.limit_bytes, "device_overhead_bytes": _current.overhead_bytes}
+    return {
+        "memory_cap_bytes": _current.limit_bytes,
+        "device_overhead_bytes": _current.overhead_bytes,
+        "memory_cap_bound": _current.cap_bound if _current.device.type == "cuda" else "",
+    }
 
 
 def measured_fields(peak: MemoryPeak, times: list[float], warmup_steps: int, samples_per_step: int) -> dict:
@@ -239,6 +366,7 @@ def measured_fields(peak: MemoryPeak, times: list[float], warmup_steps: int, sam
         "alloc_retries": peak.alloc_retries,
         "device_overhead_bytes": peak.overhead_bytes,
         "memory_cap_bytes": peak.limit_bytes,
+        "memory_cap_bound": peak.cap_bound,
         "warmup_peak_reserved_bytes": peak.warmup_reserved_bytes,
         "warmup_steps": warmup_steps,
         "step_time_s": median,

@@ -52,11 +52,25 @@ def rank_device(device: str) -> str:
 
 
 def start(device: str) -> None:
-    """Join the job's process group: NCCL on CUDA, gloo on the CPU."""
+    """Join the job's process group: NCCL on CUDA, gloo on the CPU.
+
+    On CUDA the rank's GPU is made current first and named to the group (``device_id``), as torch
+    asks: NCCL then binds its communicator to that GPU at once, rather than guessing one (every
+    rank on GPU 0, or a warning and a late, implicit binding)."""
+    import torch
     import torch.distributed as dist
 
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=TIMEOUT_S))
+    timeout = datetime.timedelta(seconds=TIMEOUT_S)
+    if not device.startswith("cuda"):
+        dist.init_process_group(backend="gloo", timeout=timeout)
+        return
+    from probes.device import note_memory_before_context
+
+    gpu = torch.device(device)
+    index = gpu.index or 0
+    note_memory_before_context(index)  # before set_device creates this rank's context
+    torch.cuda.set_device(index)
+    dist.init_process_group(backend="nccl", timeout=timeout, device_id=torch.device("cuda", index))
 
 
 def wrap(model: Any, device: Any) -> Any:

@@ -94,6 +94,12 @@ def run_worker_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
     return {**fields, **trainer.param_counts()}
 
 
+def rows(batch: Any) -> int:
+    """The batch dimension of a loader batch: its first tensor's first size (0 if it has none)."""
+    values = batch.values() if isinstance(batch, dict) else batch
+    return next((int(v.shape[0]) for v in values if isinstance(v, torch.Tensor) and v.dim() > 0), 0)
+
+
 def drive(
     request: ProbeRequest,
     device: torch.device,
@@ -108,7 +114,8 @@ def drive(
 
     Warms up with ``warm`` (until the optimizer holds its state), then steps until the batches the
     workers prefetched meanwhile are used up (or the workers keep up, or ``drain_budget_s`` passed),
-    and reports the last ``measure_steps`` steps.
+    and reports the last ``measure_steps`` full batches (a short last batch of an epoch is trained
+    on but not measured).
     """
     workers = request.num_workers
     me = os.getpid()
@@ -119,11 +126,12 @@ def drive(
     step_times: list[float] = []
     drain_started = None
     step_index = 0
+    seen_full = False
     drained = True
 
-    def one_step() -> tuple[float, float, float]:
-        """Fetch a batch and train on it: its start time, data_s and updt_s."""
-        nonlocal step_index
+    def one_step() -> tuple[float, float, float, bool]:
+        """Fetch a batch and train on it: its start time, data_s, updt_s, and whether it was full."""
+        nonlocal step_index, seen_full
         t0 = time.perf_counter()
         batch = next(batches)
         prepared = prepare(batch)
@@ -133,19 +141,30 @@ def drive(
         synchronize(device)
         t2 = time.perf_counter()
         meter.check()
-        log.info("workers %d step %d: data %.3f s, update %.3f s", workers, step_index, t1 - t0, t2 - t1)
+        full = rows(batch) == request.batch_size
+        seen_full = seen_full or full
+        log.info(
+            "workers %d step %d: data %.3f s, update %.3f s%s",
+            workers, step_index, t1 - t0, t2 - t1, "" if full else f" (a short batch of {rows(batch)})",
+        )  # fmt: skip
         step_index += 1
-        return t0, t1 - t0, t2 - t1
+        return t0, t1 - t0, t2 - t1, full
 
     # Until the optimizer holds its state (fp16's scaler skips the first steps), as a batch probe.
     warmup_steps = warm(step, lambda _: one_step(), request.warmup_steps)
     meter.end_warmup()
     while True:
-        t0, data_step_s, updt_step_s = one_step()
+        t0, data_step_s, updt_step_s, full = one_step()
         t2 = t0 + data_step_s + updt_step_s
+        drain_started = drain_started or t0
+        if not full and seen_full:
+            # The epoch's short last batch (the loader keeps it, as lerobot-train's does) is a new
+            # shape: cuDNN's benchmark searches its algorithms again, in the middle of the timing.
+            # It is trained on, as the trainer does, but not measured. (A dataset smaller than a
+            # batch makes every batch short, all of one shape: those are measured.)
+            continue
         data_times.append(data_step_s)
         step_times.append(updt_step_s)
-        drain_started = drain_started or t0
         after_warmup = len(step_times)
         if after_warmup < request.measure_steps:
             continue

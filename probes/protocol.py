@@ -15,6 +15,11 @@ Status = Literal["ok", "oom", "error", "timeout"]
 STATUSES: tuple[str, ...] = ("ok", "oom", "error", "timeout")
 PRECISIONS: tuple[str, ...] = ("bf16", "fp16", "fp32")
 Kind = Literal["batch", "workers", "decode", "dataset", "environment", "describe", "ppo", "rrd", "estimate"]
+# What a probe child can say of an error from the library's words alone; the tuner, which knows the
+# sizes that fitted and ran out of memory, decides what it means (autotune/search.py).
+AMBIGUOUS_OOM = "ambiguous_oom"  # a library status that next to the limit means out of memory
+KERNEL_LIMIT = "kernel_limit"  # a kernel's size limit (launch configuration, 32-bit indexing)
+ERROR_KINDS: tuple[str, ...] = ("", AMBIGUOUS_OOM, KERNEL_LIMIT)
 
 
 @dataclass
@@ -164,8 +169,8 @@ class ProbeResult:
     data_s: float = 0.0
     updt_s: float = 0.0
     loader_rss_bytes: int = 0
-    # CUDA: memory in use outside the allocator after warm-up (context, cuBLAS, cuDNN, kernels,
-    # other processes)
+    # CUDA: memory this process holds outside the allocator after warm-up (context, cuBLAS, cuDNN,
+    # kernels, NCCL; other processes' too where NVML cannot tell them apart)
     device_overhead_bytes: int = 0
     wall_s: float = 0.0
     drained: bool = True  # worker probes: steady state (buffer used up, or the loader keeps up)
@@ -174,9 +179,14 @@ class ProbeResult:
     trainable_params: int = 0
     message: str = ""
     invalid_input: bool = False  # the request's input is at fault (a broken dataset), not the probe
-    # Batch probes: the allocator cap the measured steps ran under (CUDA: the budget, or less where
-    # the device had less beside what runs outside the allocator; CPU: the budget).
+    # Batch probes: the allocator cap the measured steps ran under (CUDA: the budget less what this
+    # process holds outside the allocator, or less where the device had less; CPU: the budget).
     memory_cap_bytes: int = 0
+    # Which bound set that cap on CUDA: "limit" (the budget, as on a card of that size) or "device"
+    # (what the device had free beside what runs outside the allocator); "" where not measured.
+    memory_cap_bound: str = ""
+    # status "error": what the library's words say it is (ERROR_KINDS; "" for any other error).
+    error_kind: str = ""
     warmup_peak_reserved_bytes: int = 0  # the warm-up's own peak (cuDNN's algorithm search included)
     warmup_steps: int = 0  # taken: at least the request's, until the optimizer held its state
     # kind="estimate": ``points`` ([batch_size, peak live tensor bytes]), ``segment_rounding``, the

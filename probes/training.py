@@ -13,6 +13,7 @@ import torch
 from probes import catalogue, distributed
 from probes.device import MemoryMeter, measured_fields, resolve_device, synchronize
 from probes.policies.common import count_params
+from probes.policies.tensors import redraw_padding
 from probes.protocol import ProbeRequest
 from probes.train_step import TrainStep, prepare_batch, warm_up
 
@@ -63,6 +64,15 @@ def run_batch_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
     The warm-up takes ``request.warmup_steps`` steps, more until the optimizer holds its state
     (fp16's scaler skips the first steps); its peak is reported apart. An out-of-memory in any
     step, warm-up included, is an out-of-memory: the real training's first step does the same.
+
+    The batch is drawn once, on the device (milliseconds on a GPU even at batch 1,000), and handed
+    over as lerobot-train's DataLoader hands it: on CUDA in pinned host memory (:func:`loader_batch`).
+    Every step then copies it to the device and normalises it there (:func:`prepare_batch`), as the
+    real training does at every step, so the device holds what it holds in training: the normalised
+    float frames, the uint8 copy only while it is converted. The copy and the normalisation stay
+    outside the timed step, as in lerobot-train 0.6.1, which counts them in ``data_s``, not
+    ``updt_s``. The soak (``vary_padding``) draws only new episode boundaries at each step
+    (:func:`~probes.policies.tensors.redraw_padding`), never the frames again.
     """
     trainer = build(request, on_exceed)
     device, meter, module, cfg, step = (
@@ -72,16 +82,37 @@ def run_batch_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
         trainer.cfg,
         trainer.step,
     )
-    generator = torch.Generator().manual_seed(request.seed + distributed.rank())
-    batch = module.synthetic_batch(cfg, request.batch_size, generator)
+    generator = torch.Generator(device=device).manual_seed(request.seed + distributed.rank())
+    batch = loader_batch(module.synthetic_batch(cfg, request.batch_size, generator), device)
 
     def prepared(taken: int) -> Any:
         nonlocal batch
         if request.vary_padding and taken > 0:
-            batch = module.synthetic_batch(cfg, request.batch_size, generator)
+            batch = redraw_padding(batch, generator)
         return prepare_batch(batch, device)
 
     return {**timed_steps(request, device, meter, step, prepared, warm_up), **trainer.param_counts()}
+
+
+def loader_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """``batch`` (drawn on ``device``) where lerobot-train's DataLoader hands it to the step.
+
+    On CUDA that is pinned host memory (the DataLoader's ``pin_memory=True``): each tensor is
+    copied there once, and the device copies go when the caller drops ``batch``. Their memory, a
+    byte a pixel, stays below what preparing the batch takes at every step (four bytes a pixel as
+    float), so drawing on the device adds nothing to a probe's peak. Elsewhere the batch already is
+    where the loader leaves it (on the CPU the loader's batch and the step share the memory).
+    """
+    if device.type != "cuda":
+        return batch
+    host: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            pinned = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+            pinned.copy_(value)
+            value = pinned
+        host[key] = value
+    return host
 
 
 def timed_steps(

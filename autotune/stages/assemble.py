@@ -9,9 +9,10 @@ from typing import Any
 from autotune.context import RunContext
 from autotune.feed_model import FeedModel, InputBound
 from autotune.lerobot import PENDING_CHECKPOINTING, Setting, command
+from autotune.noise import NO_DIFFERENCE, Decision, Verdict, judge, single
 from autotune.plots import plot_batch, plot_workers
 from autotune.profile import Comparison, Profile, WorkerSetting
-from autotune.stages.variant import VariantOutcome
+from autotune.stages.variant import VariantOutcome, variant_label, variant_noise
 from autotune.study import StudyOutcome
 from autotune.trainer import RELEASES, Trainer
 from autotune.units import format_bytes
@@ -43,9 +44,7 @@ def assemble(
         setting(ctx, winner, batch, best.num_workers, best.prefetch_factor, decision.grad_accum_steps),
     )
     measured_params = next((p for p in search.probes if p.trainable_params), None)
-    speedup = None
-    if default is not None and default.result.samples_per_s > 0:
-        speedup = best.result.samples_per_s / default.result.samples_per_s
+    speedup, spread, pairs = speedup_vs_default(workers)
     beside = next((o for o in outcomes if o.variant.beside), None)
     notes = run_notes(ctx, winner, outcomes, workers, peak_reserved)
     if bound is not None:
@@ -88,16 +87,24 @@ def assemble(
             else None
         ),
         speedup_vs_default=speedup,
+        speedup_vs_default_spread=spread,
+        speedup_vs_default_pairs=pairs,
+        decisions=[d.to_dict() for d in decisions(winner, workers)],
         search={
             "probes": len(search.probes),
             "probed_batch_sizes": [p.batch_size for p in search.probes],
             "wall_s": round(sum(p.wall_s for p in search.probes), 3),
+            "limit_batch_size": search.limit_batch_size,
+            "limit_reason": search.limit_reason,
         },
         study={
             "trials": len(workers.trials),
             "storage": workers.storage,
             "study_name": workers.study_name,
-            "wall_s": round(sum(t.result.wall_s for t in workers.trials if not t.resumed), 3),
+            "repeats": len(workers.repeats),
+            "wall_s": round(
+                sum(t.result.wall_s for t in [*workers.trials, *workers.repeats] if not t.resumed), 3
+            ),
         },
         plots=plots(ctx, winner, workers),
         loader_model=asdict(feed) if feed else None,
@@ -118,6 +125,26 @@ def assemble(
         total_params=measured_params.total_params if measured_params else 0,
         notes=notes,
     )
+
+
+def speedup_vs_default(workers: StudyOutcome) -> tuple[float | None, float | None, int]:
+    """The recommended setting's samples/s over LeRobot's default's, its spread and the paired runs
+    it rests on: 1.0 where the default is recommended; None where the default was not measured."""
+    default = workers.lerobot_default
+    if default is None or default.result.samples_per_s <= 0:
+        return None, None, 0
+    if workers.best.setting == default.setting:
+        return 1.0, 0.0, 0
+    d = workers.decision
+    if d is not None and d.ratio is not None and d.chosen != d.default:
+        return d.ratio, d.spread, d.pairs
+    return workers.best.result.samples_per_s / default.result.samples_per_s, None, 0
+
+
+def decisions(winner: VariantOutcome, workers: StudyOutcome) -> list[Decision]:
+    """The comparisons weighed against the noise: the batch, the variant (--compare), the workers."""
+    found = [winner.decision.decision if winner.decision else None, winner.choice, workers.decision]
+    return [d for d in found if d is not None]
 
 
 def setting(
@@ -196,6 +223,7 @@ def run_notes(
         )
     if winner.search.capped:
         notes.append(f"the search stopped at --max-batch {cfg.max_batch} without running out of memory")
+    notes.extend(winner.search.notes)  # a kernel's limit, ambiguous out-of-memory taken as one
     budget = winner.search.budget_bytes  # the cap the probes really had
     if peak_reserved > (1 - cfg.headroom) * budget:
         notes.append(
@@ -208,11 +236,10 @@ def run_notes(
             "the soak lowered the batch: "
             + ", ".join(f"batch {s.batch_size} failed ({s.reason})" for s in failed)
         )
-    if batch < decision.headroom_batch and not decision.lowered_by_soak and decision.target_batch is None:
-        notes.append(
-            f"batch {batch} is faster than the largest batch within the headroom "
-            f"({decision.headroom_batch}), so it is recommended"
-        )
+    # Each comparison that could have changed the answer, with its figures and spread.
+    for d in (decision.decision, winner.choice):
+        if d is not None and d.challenger and (d.pairs or d.chosen != d.default):
+            notes.append(d.text)
     undrained = [t for t in workers.trials if t.result.fits and not t.result.drained]
     if undrained:
         notes.append(
@@ -220,7 +247,7 @@ def run_notes(
             "up; their data_s may be optimistic"
         )
     if len(outcomes) > 1:
-        notes.extend(comparison_notes(outcomes))
+        notes.extend(comparison_notes(outcomes, winner.choice))
     return notes
 
 
@@ -237,8 +264,9 @@ def comparison(o: VariantOutcome) -> Comparison:
     )
 
 
-def comparison_notes(outcomes: list[VariantOutcome]) -> list[str]:
-    """What gradient checkpointing costs in speed and buys in memory, per precision."""
+def comparison_notes(outcomes: list[VariantOutcome], choice: Decision | None = None) -> list[str]:
+    """What gradient checkpointing costs in speed (with its spread, against the noise) and buys in
+    memory, per precision."""
     notes = []
     by_key = {(o.variant.precision, o.variant.grad_checkpointing): o for o in outcomes}
     for precision in dict.fromkeys(o.variant.precision for o in outcomes):
@@ -251,10 +279,33 @@ def comparison_notes(outcomes: list[VariantOutcome]) -> list[str]:
                 f" ({format_bytes(on.model.per_sample_bytes)} per sample against "
                 f"{format_bytes(off.model.per_sample_bytes)})"
             )
-        if off.samples_per_s > 0:
-            text += f", at {on.samples_per_s / off.samples_per_s:.2f}x the samples/s"
+        if off.samples_per_s > 0 and on.samples_per_s > 0:
+            verdict = checkpointing_verdict(on, off, outcomes, choice)
+            text += f", at {verdict.figures()} the samples/s"
+            text += "" if verdict.clears else f": {NO_DIFFERENCE}"
         notes.append(text)
     return notes
+
+
+def checkpointing_verdict(
+    on: VariantOutcome, off: VariantOutcome, outcomes: list[VariantOutcome], choice: Decision | None
+) -> Verdict:
+    """Checkpointing on against off, in samples/s: from the paired runs where the variant choice
+    measured these two against each other, else from their single figures, against the noise."""
+    pool = [o for o in outcomes if o.decision is not None and not o.variant.beside]
+    if choice is not None and choice.pairs:
+        names = {variant_label(on): "on", variant_label(off): "off"}
+        roles = {"challenger": names.get(choice.challenger), "default": names.get(choice.default)}
+        if set(roles.values()) == {"on", "off"}:
+            figures = [(roles[m["role"]], m["samples_per_s"]) for m in choice.measurements]
+            pairs = []
+            for first, second in zip(figures[0::2], figures[1::2], strict=False):  # A B, A B
+                rates = dict([first, second])
+                if rates.keys() == {"on", "off"}:
+                    pairs.append((rates["on"], rates["off"]))
+            if pairs:
+                return judge(pairs, choice.noise)
+    return single(on.samples_per_s, off.samples_per_s, variant_noise(pool or [on, off]))
 
 
 def plots(ctx: RunContext, winner: VariantOutcome, workers: StudyOutcome) -> dict[str, str]:
@@ -300,7 +351,7 @@ def plots(ctx: RunContext, winner: VariantOutcome, workers: StudyOutcome) -> dic
             "updt_s": t.result.updt_s,
             "status": t.result.status,
         }
-        for t in workers.trials
+        for t in [*workers.trials, *workers.repeats]
     ]
     workers_png = plot_workers(
         folder / f"{cfg.policy}-{ctx.run_id}-workers.png",

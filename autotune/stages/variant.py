@@ -4,6 +4,7 @@ and pick the fastest variant that fits."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from autotune.batch import BatchDecision, decide_batch
@@ -13,6 +14,7 @@ from autotune.errors import UserError
 from autotune.estimate import search_start
 from autotune.lerobot import can_reproduce
 from autotune.memory_model import MemoryModel, fit_model
+from autotune.noise import MAX_PAIRS, Decision, challenge, groups, measurement_noise
 from autotune.prober import Prober
 from autotune.search import SearchOutcome, find_max_batch
 from autotune.units import format_bytes
@@ -26,13 +28,14 @@ class VariantOutcome:
     search: SearchOutcome
     decision: BatchDecision | None = None  # None when even batch 1 does not fit
     model: MemoryModel | None = None
+    choice: Decision | None = None  # the winner against the variant asked for (--compare)
 
     @property
     def samples_per_s(self) -> float:
+        """The mean of the counted measurements at the recommended batch."""
         if self.decision is None:
             return 0.0
-        point = next((p for p in self.decision.curve if p.batch_size == self.decision.batch_size), None)
-        return point.samples_per_s if point else 0.0
+        return self.decision.samples_per_s_at(self.decision.batch_size)
 
 
 def tune_variant(ctx: RunContext, prober: Prober, variant: Variant) -> VariantOutcome:
@@ -58,7 +61,7 @@ def tune_variant(ctx: RunContext, prober: Prober, variant: Variant) -> VariantOu
         "%s: max batch %d (%s, %d probes)",
         variant.label,
         search.max_batch,
-        "certified" if search.certified else "capped at --max-batch",
+        search.evidence,
         len(search.probes),
     )
     points = cfg.effective_throughput_points()
@@ -100,18 +103,33 @@ def say_budget(asked_bytes: int, search: SearchOutcome, *, asked_by_user: bool) 
         # The default budget is the card's free memory before any probe started; the probes
         # leave room for what runs outside the allocator.
         log.info(
-            "allocator cap %s: the %s free on the card less what runs outside the allocator "
-            "(%s in all: the CUDA context, cuBLAS, cuDNN, kernels, other processes); %s",
+            "allocator cap %s: the %s free on the card less the %s this process holds outside "
+            "the allocator (the CUDA context, cuBLAS, cuDNN, kernels) and room for kernels that "
+            "load later; %s",
             format_bytes(cap),
             format_bytes(asked_bytes),
             format_bytes(outside),
             counted,
         )
         return
+    if not any(p.memory_cap_bound == "device" for p in search.probes):
+        # --memory-limit behaves like a card of that size: what the probe holds outside the
+        # allocator comes off it, as it would on that card (probes/device.py, MemoryMeter).
+        log.info(
+            "allocator cap %s: the --memory-limit %s less %s this process holds outside the "
+            "allocator (the CUDA context, cuBLAS, cuDNN, kernels) and room for kernels that load "
+            "later, as on a card of %s; %s",
+            format_bytes(cap),
+            format_bytes(asked_bytes),
+            format_bytes(outside),
+            format_bytes(asked_bytes),
+            counted,
+        )
+        return
     log.warning(
-        "--memory-limit %s is more than the probes could use: their allocator cap was %s (the "
-        "device's memory less %s outside the allocator: a MIG slice, other processes, the CUDA "
-        "context and libraries); %s",
+        "--memory-limit %s is more than the probes could use: their allocator cap was %s (what "
+        "the device had free beside the %s this process holds outside the allocator: a MIG "
+        "slice, other processes, or a limit above the card's memory); %s",
         format_bytes(asked_bytes),
         format_bytes(cap),
         format_bytes(outside),
@@ -119,9 +137,14 @@ def say_budget(asked_bytes: int, search: SearchOutcome, *, asked_by_user: bool) 
     )
 
 
-def pick_winner(ctx: RunContext, outcomes: list[VariantOutcome]) -> VariantOutcome:
-    """The variant the printed command trains: the fastest that fits, among those the trainer can
-    reproduce where any can (never one measured beside). A UserError when none fits at batch 1."""
+def pick_winner(
+    ctx: RunContext, outcomes: list[VariantOutcome], prober: Prober | None = None
+) -> VariantOutcome:
+    """The variant the printed command trains, among those that fit and the trainer can reproduce
+    where any can (never one measured beside): the variant asked for (``--precision``,
+    ``--grad-checkpointing``; else the first tuned), unless another is faster in paired runs
+    beyond the measured noise (:mod:`autotune.noise`; without a ``prober`` no pairs run, and the
+    default stands). A UserError when none fits at batch 1."""
     cfg = ctx.cfg
     candidates = [o for o in outcomes if not o.variant.beside]
     fitting = [o for o in candidates if o.decision is not None]
@@ -148,7 +171,8 @@ def pick_winner(ctx: RunContext, outcomes: list[VariantOutcome]) -> VariantOutco
             cfg.trainer, cfg.policy, cfg.device_type, o.variant.precision, o.variant.grad_checkpointing
         )
     ]
-    winner = max(reproducible or fitting, key=lambda o: o.samples_per_s)
+    pool = reproducible or fitting
+    winner = choose_variant(ctx, pool, prober)
     if len(candidates) > 1:
         log.info(
             "fastest that fits%s: %s",
@@ -156,3 +180,70 @@ def pick_winner(ctx: RunContext, outcomes: list[VariantOutcome]) -> VariantOutco
             winner.variant.label,
         )
     return winner
+
+
+def choose_variant(ctx: RunContext, pool: list[VariantOutcome], prober: Prober | None) -> VariantOutcome:
+    """The variant asked for, unless the fastest of ``pool`` beats it in paired runs, each at its
+    own recommended batch; the decision is kept on the one returned (``choice``)."""
+    cfg = ctx.cfg
+    fastest = max(pool, key=lambda o: o.samples_per_s)
+    asked = next(
+        (
+            o
+            for o in pool
+            if o.variant.precision == cfg.precision and o.variant.grad_checkpointing == cfg.grad_checkpointing
+        ),
+        None,
+    )
+    if len(pool) < 2:
+        return fastest
+    default = asked or pool[0]  # the variant asked for, else the first tuned
+
+    label = variant_label
+
+    def measure(o: VariantOutcome) -> Callable[[], float | None]:
+        def run() -> float | None:
+            if prober is None:
+                return None
+            assert o.decision is not None
+            result = prober.batch(o.variant, o.decision.batch_size, "throughput")
+            return result.samples_per_s if result.fits and result.samples_per_s > 0 else None
+
+        return run
+
+    judged = variant_noise(pool)
+    other = fastest if fastest is not default else None
+    choice = challenge(
+        "variant",
+        label(default),
+        label(other) if other else "",
+        default.samples_per_s,
+        other.samples_per_s if other else 0.0,
+        measure(default),
+        measure(other) if other else (lambda: None),
+        judged,
+        max_pairs=0 if prober is None else MAX_PAIRS,
+        why_default=f"the variant asked for ({label(default)})" if asked else label(default),
+    )
+    log.info("%s", choice.text)
+    winner = other if other is not None and choice.chosen == label(other) else default
+    winner.choice = choice
+    return winner
+
+
+def variant_label(o: VariantOutcome) -> str:
+    """How a decision names a variant: ``fp32, checkpointing off at batch 30``."""
+    assert o.decision is not None
+    return f"{o.variant.label} at batch {o.decision.batch_size}"
+
+
+def variant_noise(pool: list[VariantOutcome]) -> float:
+    """The relative noise of one measurement between variants: the per-step spread of every counted
+    timed point of ``pool``, and the spread of the repeats at each variant's recommended batch."""
+    points = [p for o in pool if o.decision for p in o.decision.curve if p.counted]
+    repeats = groups(
+        [p.samples_per_s for p in o.decision.curve if p.counted and p.batch_size == o.decision.batch_size]
+        for o in pool
+        if o.decision
+    )
+    return measurement_noise([(p.step_spread, p.steps) for p in points], repeats)

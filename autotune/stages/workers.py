@@ -6,6 +6,7 @@ import logging
 
 from autotune.context import RunContext
 from autotune.feed_model import FeedModel
+from autotune.noise import TRIAL_REPEATS
 from autotune.prober import Prober
 from autotune.profile import conditions_key
 from autotune.stages.variant import VariantOutcome
@@ -13,9 +14,12 @@ from autotune.study import (
     LEROBOT_DEFAULT_PREFETCH,
     PREFETCH_CHOICES,
     StudyOutcome,
+    TrialRecord,
+    confirm_best,
     run_study,
     worker_range,
 )
+from probes.protocol import ProbeResult
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +52,17 @@ def tune_workers(
     log.info(
         "worker study at batch %d: %d trial(s), num_workers 0..%d", batch, cfg.trials, worker_range(cores)
     )
-    with prober.progress.stage("workers", "worker study", total=cfg.trials, unit="trial"):
-        return run_study(
-            lambda workers, prefetch: prober.trial(variant, batch, workers, prefetch),
+
+    def trial(workers: int, prefetch: int | None) -> ProbeResult:
+        return prober.trial(variant, batch, workers, prefetch)
+
+    def record(t: TrialRecord) -> None:
+        prober.record_trial(variant, t)
+
+    # The bar counts the trials, and the repeats that decide against LeRobot's default (at most).
+    with prober.progress.stage("workers", "worker study", total=cfg.trials + TRIAL_REPEATS, unit="trial"):
+        outcome = run_study(
+            trial,
             storage_path=cfg.results / "studies" / f"{cfg.policy}.db",
             storage_url=cfg.storage,
             study_name=f"{cfg.policy}-{key}",
@@ -59,7 +71,9 @@ def tune_workers(
             seed=cfg.seed,
             first_guesses=[(first, FIRST_GUESS_PREFETCH)],
             host_budget_bytes=ctx.host_budget,
-            on_trial=lambda record: prober.record_trial(variant, record),
+            on_trial=record,
             prefetch_choices=choices,
             default_prefetch=fixed or LEROBOT_DEFAULT_PREFETCH,
         )
+        # The study's fastest against LeRobot's default, in paired trials against the noise.
+        return confirm_best(outcome, trial, host_budget_bytes=ctx.host_budget, on_trial=record)

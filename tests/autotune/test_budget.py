@@ -23,14 +23,16 @@ from tests.fakes import FakeProbe, GiB, MiB, linear
 class CappedProbe(FakeProbe):
     """A probe child that really had ``budget_bytes`` (its cap) and ``overhead_bytes`` outside."""
 
-    def __init__(self, curve, cap_bytes: int, overhead_bytes: int = 0) -> None:
+    def __init__(self, curve, cap_bytes: int, overhead_bytes: int = 0, bound: str = "limit") -> None:
         super().__init__(curve, cap_bytes)
         self.overhead_bytes = overhead_bytes
+        self.bound = bound  # which set the cap: the limit (as a card of it) or the device's free memory
 
     def __call__(self, batch_size: int, phase: str = "search") -> ProbeResult:
         result = super().__call__(batch_size)
         result.memory_cap_bytes = self.budget_bytes
         result.device_overhead_bytes = self.overhead_bytes
+        result.memory_cap_bound = self.bound
         return result
 
 
@@ -99,16 +101,32 @@ def context(asked: int, *, asked_by_user: bool) -> SimpleNamespace:
 def test_tune_variant_warns_when_the_cap_is_less_than_the_limit_asked(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    probe = CappedProbe(CURVE, cap_bytes=40 * GiB, overhead_bytes=40 * GiB + 900 * MiB)
+    # Another process holds 40 GiB of the 80 GiB card: the device, not the limit, set the cap.
+    probe = CappedProbe(CURVE, cap_bytes=40 * GiB - 1028 * MiB, overhead_bytes=900 * MiB, bound="device")
     with caplog.at_level(logging.INFO, logger="autotune"):
         outcome = tune_variant(
             context(80 * GiB, asked_by_user=True), FakeProber(probe), Variant("bf16", True)
         )
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("--memory-limit 80.00 GiB" in m and "allocator cap was 40.00 GiB" in m for m in warned), warned
+    assert any("--memory-limit 80.00 GiB" in m and "allocator cap was 39.00 GiB" in m for m in warned), warned
+    probe = CappedProbe(CURVE, cap_bytes=40 * GiB, bound="device")  # the rest as before
+    outcome = tune_variant(context(80 * GiB, asked_by_user=True), FakeProber(probe), Variant("bf16", True))
     assert outcome.search.budget_bytes == 40 * GiB
     assert outcome.model is not None and outcome.model.budget_bytes == 40 * GiB
     assert outcome.decision is not None and CURVE(outcome.decision.batch_size) <= 0.9 * 40 * GiB
+
+
+def test_tune_variant_says_a_limit_is_a_card_less_what_runs_outside_the_allocator(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # --memory-limit 24GiB behaves like a 24 GiB card: the context and libraries come off it. That
+    # is expected, not a warning (it was one, every run, before).
+    probe = CappedProbe(CURVE, cap_bytes=24 * GiB - 1028 * MiB, overhead_bytes=900 * MiB, bound="limit")
+    with caplog.at_level(logging.INFO, logger="autotune"):
+        tune_variant(context(24 * GiB, asked_by_user=True), FakeProber(probe), Variant("bf16", True))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    said = [r.getMessage() for r in caplog.records if "allocator cap 23.00 GiB" in r.getMessage()]
+    assert said and "--memory-limit 24.00 GiB less 900.00 MiB" in said[0] and "card of 24.00 GiB" in said[0]
 
 
 def test_tune_variant_says_what_the_default_budget_leaves_outside_the_allocator(

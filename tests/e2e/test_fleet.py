@@ -68,7 +68,8 @@ def test_machines_tuning_at_once_lose_nothing(fleet_ran, storage: str) -> None:
         # Each machine's worker trials are in the shared study, all of them.
         trials = pd.read_csv(cwd / "results" / "worker_trials.csv")
         study = optuna.load_study(study_name=_study(cwd), storage=storage)
-        assert len([t for t in study.trials if t.state.is_finished()]) >= len(trials)
+        study_trials = trials[trials.repeat == 0]  # repeats against LeRobot's default stay local
+        assert len([t for t in study.trials if t.state.is_finished()]) >= len(study_trials)
 
 
 def _study(cwd: Path) -> str:

@@ -1,6 +1,9 @@
-"""The CUDA memory meter, driven by a fake of the device and its caching allocator: the cap leaves
-room for what the allocator does not count (measured after warm-up), the child reports the cap it
-really had, and the measured peak and retry count leave out the warm-up's one-time transients."""
+"""The CUDA memory meter, driven by a fake of the device and its caching allocator: a limit behaves
+like a card of that size (what this process holds outside the allocator comes off it, measured at
+the start and after warm-up, with room for kernels that load later), the default budget (the card's
+free memory) is not counted twice, other processes are told apart by NVML's count before the
+context, the child reports the cap it really had and which bound set it, and the measured peak and
+retry count leave out the warm-up's one-time transients."""
 
 from __future__ import annotations
 
@@ -15,17 +18,22 @@ from probes.device import LAZY_LOAD_SLACK_BYTES, MemoryMeter
 GiB = 1024**3
 MiB = 1024**2
 CUDA = torch.device("cuda", 0)
+CONTEXT = 512 * MiB  # the CUDA context, once created
+LIBRARIES = 900 * MiB  # cuBLAS and cuDNN, loaded in the first step
+DRIVER = 300 * MiB  # what NVML counts as used on an idle card (and CUDA's total leaves out)
 
 
 class FakeCuda:
-    """A device of ``total`` bytes and its caching allocator, as ``torch.cuda`` reports them.
+    """A device of ``total`` bytes and its caching allocator, as ``torch.cuda`` and NVML report them.
 
-    ``outside`` is memory in use outside the allocator (context, libraries, other processes);
-    ``cached`` what the allocator holds beyond what is allocated, which ``empty_cache`` returns.
+    ``outside`` is what this process holds outside the allocator (context, libraries), ``others``
+    what other processes hold; ``cached`` what the allocator holds beyond what is allocated, which
+    ``empty_cache`` returns. ``nvml`` False: NVML cannot tell (not installed, a MIG set-up).
     """
 
-    def __init__(self, total: int, outside: int) -> None:
-        self.total, self.outside = total, outside
+    def __init__(self, total: int, others: int = 0, nvml: bool = True) -> None:
+        self.total, self.others, self.nvml = total, others, nvml
+        self.outside = 0
         self.allocated = self.cached = 0
         self.peak_allocated = self.peak_reserved = self.retries = 0
         self.fractions: list[float] = []
@@ -33,6 +41,10 @@ class FakeCuda:
     @property
     def reserved(self) -> int:
         return self.allocated + self.cached
+
+    def create_context(self, device: object = None) -> None:
+        if not self.outside:
+            self.outside = CONTEXT
 
     def step(self, *, transient: int = 0, keep: int = 0, retries: int = 0, libraries: int = 0) -> None:
         """One training step: ``keep`` bytes allocated for good (weights, optimizer state), then
@@ -45,9 +57,15 @@ class FakeCuda:
         self.peak_reserved = max(self.peak_reserved, self.reserved)
         self.retries += retries
 
+    def free(self) -> int:
+        return self.total - self.others - self.outside - self.reserved
+
     # What probes.device calls.
+    def device_memory_used(self, index: int) -> int | None:
+        return DRIVER + self.others + self.outside + self.reserved if self.nvml else None
+
     def mem_get_info(self, device: object = None) -> tuple[int, int]:
-        return self.total - self.outside - self.reserved, self.total
+        return self.free(), self.total
 
     def memory_reserved(self, device: object = None) -> int:
         return self.reserved
@@ -77,31 +95,36 @@ class FakeCuda:
     def synchronize(self, device: object = None) -> None:
         pass
 
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeCuda:
+        for name in (
+            "mem_get_info",
+            "memory_reserved",
+            "max_memory_reserved",
+            "set_per_process_memory_fraction",
+            "empty_cache",
+            "reset_peak_memory_stats",
+            "reset_accumulated_memory_stats",
+            "memory_stats",
+            "synchronize",
+        ):
+            monkeypatch.setattr(torch.cuda, name, getattr(self, name))
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: self.outside > 0)
+        monkeypatch.setattr(device_module, "create_context", self.create_context)
+        monkeypatch.setattr(device_module, "device_memory_used", self.device_memory_used, raising=False)
+        monkeypatch.setattr(device_module, "_used_before_context", {}, raising=False)
+        return self
+
 
 @pytest.fixture
 def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> FakeCuda:
-    fake = FakeCuda(total=80 * GiB, outside=512 * MiB)  # the CUDA context, once created
-    for name in (
-        "mem_get_info",
-        "memory_reserved",
-        "max_memory_reserved",
-        "set_per_process_memory_fraction",
-        "empty_cache",
-        "reset_peak_memory_stats",
-        "reset_accumulated_memory_stats",
-        "memory_stats",
-        "synchronize",
-    ):
-        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
-    monkeypatch.setattr(device_module, "create_context", lambda device: None)
-    return fake
+    return FakeCuda(total=80 * GiB).install(monkeypatch)
 
 
 def warm_up(fake: FakeCuda) -> None:
-    """The first step: cuBLAS and cuDNN load (900 MiB outside the allocator), cuDNN's algorithm
-    search takes 30 GiB of scratch, sized from the free memory, and retries twice; AdamW's state
-    and the weights stay."""
-    fake.step(transient=30 * GiB, keep=2 * GiB, retries=2, libraries=900 * MiB)
+    """The first step: cuBLAS and cuDNN load outside the allocator, cuDNN's algorithm search takes
+    30 GiB of scratch, sized from the free memory, and retries twice; AdamW's state and the weights
+    stay."""
+    fake.step(transient=30 * GiB, keep=2 * GiB, retries=2, libraries=LIBRARIES)
 
 
 def test_without_a_limit_the_cap_leaves_what_runs_outside_the_allocator_measured_after_warm_up(
@@ -110,35 +133,88 @@ def test_without_a_limit_the_cap_leaves_what_runs_outside_the_allocator_measured
     asked = 80 * GiB  # the card's free memory before the child started (the default budget)
     meter = MemoryMeter(CUDA, asked)
     meter.start()
-    assert meter.limit_bytes == 80 * GiB - 512 * MiB  # the first step runs with every free byte
+    # The first step runs with every free byte less the slack, so that the allocator's own typed
+    # out-of-memory comes before a library's allocation fails.
+    assert meter.limit_bytes == 80 * GiB - CONTEXT - LAZY_LOAD_SLACK_BYTES
     warm_up(fake_cuda)
     meter.end_warmup()
 
-    outside = 512 * MiB + 900 * MiB  # context, then cuBLAS and cuDNN
+    outside = CONTEXT + LIBRARIES
     assert meter.overhead_bytes == outside
     assert meter.limit_bytes == 80 * GiB - outside - LAZY_LOAD_SLACK_BYTES
     assert fake_cuda.fractions[-1] == pytest.approx(meter.limit_bytes / (80 * GiB))
 
 
-def test_an_explicit_limit_below_the_free_memory_is_the_cap(fake_cuda: FakeCuda) -> None:
-    meter = MemoryMeter(CUDA, 12 * GiB)
-    meter.start()
-    warm_up(fake_cuda)
-    meter.end_warmup()
-    assert meter.limit_bytes == 12 * GiB
-    assert fake_cuda.fractions == [12 / 80, 12 / 80]
-
-
-def test_a_limit_above_what_the_device_has_reports_the_cap_it_really_had(fake_cuda: FakeCuda) -> None:
-    fake_cuda.outside += 40 * GiB  # another process (or a MIG slice of half the card)
+def test_the_warm_up_is_capped_at_the_free_memory_less_the_slack(fake_cuda: FakeCuda) -> None:
+    # Asked for more than the device has free: the warm-up's cap is what is free, less the slack
+    # (today's code capped it at the free memory itself, leaving libraries nothing).
+    fake_cuda.others = 20 * GiB
     meter = MemoryMeter(CUDA, 80 * GiB)
     meter.start()
+    assert meter.limit_bytes == fake_cuda.free() - LAZY_LOAD_SLACK_BYTES
+    assert meter.cap_bound == "device"
+
+
+def test_a_limit_behaves_like_a_card_of_that_size(fake_cuda: FakeCuda) -> None:
+    meter = MemoryMeter(CUDA, 24 * GiB)
+    meter.start()
+    assert meter.limit_bytes == 24 * GiB - CONTEXT - LAZY_LOAD_SLACK_BYTES
     warm_up(fake_cuda)
     meter.end_warmup()
-    fake_cuda.step(transient=10 * GiB)
+    # A 24 GiB card holds the context and the libraries too: they come off the allocator's cap.
+    assert meter.limit_bytes == 24 * GiB - CONTEXT - LIBRARIES - LAZY_LOAD_SLACK_BYTES
+    assert meter.peak().cap_bound == "limit"
+    assert fake_cuda.fractions[-1] == pytest.approx(meter.limit_bytes / (80 * GiB))
+
+
+def test_other_processes_on_the_card_do_not_come_off_a_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeCuda(total=80 * GiB, others=30 * GiB).install(monkeypatch)  # a colleague's job
+    meter = MemoryMeter(CUDA, 24 * GiB)
+    meter.start()
+    warm_up(fake)
+    meter.end_warmup()
+    assert meter.overhead_bytes == CONTEXT + LIBRARIES  # this process's own, told apart by NVML
+    assert meter.limit_bytes == 24 * GiB - CONTEXT - LIBRARIES - LAZY_LOAD_SLACK_BYTES
+
+
+def test_the_default_budget_is_not_counted_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeCuda(total=80 * GiB, others=10 * GiB).install(monkeypatch)
+    asked = fake.free()  # the default budget: the card's free memory before the child started
+    meter = MemoryMeter(CUDA, asked)
+    meter.start()
+    warm_up(fake)
+    meter.end_warmup()
+    # The free memory already leaves out the other processes: only this process's own outside
+    # memory comes off, once.
+    assert meter.limit_bytes == asked - CONTEXT - LIBRARIES - LAZY_LOAD_SLACK_BYTES
+    assert meter.limit_bytes == fake.free() + fake.reserved - LAZY_LOAD_SLACK_BYTES
+
+
+def test_without_nvml_everything_outside_the_allocator_counts_as_the_processs_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeCuda(total=80 * GiB, others=10 * GiB, nvml=False).install(monkeypatch)
+    meter = MemoryMeter(CUDA, 24 * GiB)
+    meter.start()
+    warm_up(fake)
+    meter.end_warmup()
+    assert meter.overhead_bytes == 10 * GiB + CONTEXT + LIBRARIES
+    assert meter.limit_bytes == 24 * GiB - meter.overhead_bytes - LAZY_LOAD_SLACK_BYTES
+
+
+def test_a_limit_above_what_the_device_has_reports_the_cap_it_really_had(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeCuda(total=80 * GiB, others=40 * GiB).install(monkeypatch)  # or a MIG slice of half
+    meter = MemoryMeter(CUDA, 80 * GiB)
+    meter.start()
+    warm_up(fake)
+    meter.end_warmup()
+    fake.step(transient=10 * GiB)
     peak = meter.peak()
-    assert peak.limit_bytes == 80 * GiB - 40 * GiB - 512 * MiB - 900 * MiB - LAZY_LOAD_SLACK_BYTES
-    assert peak.overhead_bytes == 40 * GiB + 512 * MiB + 900 * MiB
+    assert peak.limit_bytes == 80 * GiB - 40 * GiB - CONTEXT - LIBRARIES - LAZY_LOAD_SLACK_BYTES
+    assert peak.overhead_bytes == CONTEXT + LIBRARIES
+    assert peak.cap_bound == "device"
 
 
 def test_the_measured_peak_and_retries_leave_out_the_warm_ups_transients(fake_cuda: FakeCuda) -> None:

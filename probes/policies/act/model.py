@@ -22,7 +22,7 @@ from probes.policies.act.layers import (
     sine_embedding_2d,
 )
 from probes.policies.common import count_params
-from probes.policies.tensors import frames_state_actions
+from probes.policies.tensors import episode_padding, frames_state_actions
 
 # The ResNet children LeRobot keeps: everything up to and including layer4 (no pooling, no fc).
 BACKBONE_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
@@ -164,18 +164,20 @@ class Model(nn.Module):
 
 
 def synthetic_batch(
-    cfg: Config, batch_size: int, generator: torch.Generator | None = None
+    cfg: Config,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
 ) -> dict[str, Tensor]:
-    """A CPU batch of ACT's real shapes and dtypes, as LeRobot's loader yields it.
+    """A batch of ACT's real shapes and dtypes, as LeRobot's loader yields it, drawn on ``device``
+    (default: the generator's device, else torch's default).
 
-    Samples come from the frames of an episode ``4 * chunk_size`` long (400 frames, an ALOHA
-    episode, at the default), so about a quarter of them reach past the episode's end and carry a
-    padded tail of actions.
+    Samples come from the frames of an episode ``EPISODE_CHUNKS * chunk_size`` long (400 frames, an
+    ALOHA episode, at the default), so about a quarter of them reach past the episode's end and
+    carry a padded tail of actions (:func:`~probes.policies.tensors.redraw_padding` draws new ones).
     """
-    batch = frames_state_actions(cfg, batch_size, generator)
-    episode_len = 4 * cfg.chunk_size
-    frame = torch.randint(0, episode_len, (batch_size, 1), generator=generator)
-    batch[ACTION_IS_PAD] = frame + torch.arange(cfg.chunk_size) >= episode_len
+    batch = frames_state_actions(cfg, batch_size, generator, device)
+    batch[ACTION_IS_PAD] = episode_padding(cfg.chunk_size, batch_size, generator, device)
     return batch
 
 

@@ -37,7 +37,7 @@ from probes.policies.smolvla.layers import (
     time_embedding,
     tokenize,
 )
-from probes.policies.tensors import frames_state_actions
+from probes.policies.tensors import episode_padding, frames_state_actions
 from probes.train_step import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -291,10 +291,18 @@ class Model(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def synthetic_batch(cfg: Config, batch_size: int, generator: torch.Generator | None = None) -> dict[str, Any]:
-    """A CPU batch with LeRobot's keys, shapes and dtypes (uint8 frames, float state/action)."""
-    batch = frames_state_actions(cfg, batch_size, generator)
-    batch[ACTION_IS_PAD] = torch.zeros(batch_size, cfg.chunk_size, dtype=torch.bool)
+def synthetic_batch(
+    cfg: Config,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """A batch with LeRobot's keys, shapes and dtypes (uint8 frames, float state/action), drawn on
+    ``device`` (default: the generator's device, else torch's default). Its action chunks carry
+    padded tails where a sample reaches past its episode's end, as LeRobot's delta timestamps
+    give them (:func:`~probes.policies.tensors.episode_padding`)."""
+    batch = frames_state_actions(cfg, batch_size, generator, device)
+    batch[ACTION_IS_PAD] = episode_padding(cfg.chunk_size, batch_size, generator, device)
     batch[TASK] = ["pick up the cube and place it in the bin"] * batch_size
     return batch
 
