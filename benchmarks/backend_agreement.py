@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autotune.datasets import read_dataset  # noqa: E402
-from autotune.probe_client import run_probe  # noqa: E402
-from autotune.results import replace_csv  # noqa: E402
+from autotune.outputs.results import replace_csv  # noqa: E402
+from autotune.run.datasets import read_dataset  # noqa: E402
+from autotune.run.probe_client import run_probe  # noqa: E402
 from autotune.units import format_bytes  # noqa: E402
 from probes import catalogue  # noqa: E402
 from probes.protocol import ModelSpec, ProbeRequest, SyntheticRequest  # noqa: E402

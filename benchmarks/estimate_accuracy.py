@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from autotune import estimate as E
-from autotune.estimate_terms import default_terms
-from autotune.probe_client import run_probe
-from autotune.results import replace_csv
+from autotune.estimate.terms import default_terms
+from autotune.outputs.results import replace_csv
+from autotune.run.probe_client import run_probe
 from probes.protocol import ModelSpec, ProbeRequest, ProbeResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark, imported as a module

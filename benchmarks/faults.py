@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autotune.probe_client import run_probe  # noqa: E402
-from autotune.results import FILES, replace_csv  # noqa: E402
+from autotune.outputs.results import FILES, replace_csv  # noqa: E402
+from autotune.run.probe_client import run_probe  # noqa: E402
 from probes.memory import children_of  # noqa: E402
 from probes.protocol import ModelSpec, ProbeRequest  # noqa: E402
 

@@ -48,7 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autotune.results import replace_csv  # noqa: E402
+from autotune.outputs.results import replace_csv  # noqa: E402
 from autotune.units import parse_image_size  # noqa: E402
 
 log = logging.getLogger("benchmarks.noise_stability")
@@ -102,7 +102,7 @@ COLUMNS = [
 
 def compete(args: argparse.Namespace) -> int:
     """The competing process: probe children training the same model, one after another."""
-    from autotune.probe_client import run_probe
+    from autotune.run.probe_client import run_probe
     from probes.protocol import ModelSpec, ProbeRequest
 
     os.nice(args.competitor_nice)

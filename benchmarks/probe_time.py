@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(json.loads(args.child))))
         return 0
     sys.path.insert(0, str(ROOT))
-    from autotune.results import replace_csv
+    from autotune.outputs.results import replace_csv
 
     out = args.out or RESULTS / f"probe_time_{args.device.split(':')[0]}.csv"
     columns = [f.name for f in fields(Row)]

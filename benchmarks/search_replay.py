@@ -39,10 +39,10 @@ from pathlib import Path
 
 from autotune import estimate as E
 from autotune.errors import ProbeError
-from autotune.estimate_terms import default_terms
-from autotune.probe_client import run_probe
-from autotune.results import replace_csv
-from autotune.search import MemoryFit, SearchOutcome, find_max_batch
+from autotune.estimate.terms import default_terms
+from autotune.outputs.results import replace_csv
+from autotune.run.probe_client import run_probe
+from autotune.tuning.search import MemoryFit, SearchOutcome, find_max_batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark, imported as a module
 from search_strategies import (  # noqa: E402

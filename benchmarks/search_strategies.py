@@ -25,11 +25,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from autotune.baselines import accelerate_shrink, lightning_binsearch
 from autotune.errors import ProbeError
-from autotune.probe_client import run_probe
-from autotune.results import replace_csv
-from autotune.search import DEFAULT_MAX_BATCH, SearchOutcome, find_max_batch
+from autotune.outputs.results import replace_csv
+from autotune.run.probe_client import run_probe
+from autotune.tuning.baselines import accelerate_shrink, lightning_binsearch
+from autotune.tuning.search import DEFAULT_MAX_BATCH, SearchOutcome, find_max_batch
 from autotune.units import parse_size
 from probes.protocol import ModelSpec, ProbeRequest, ProbeResult
 
@@ -329,7 +329,7 @@ def real_spec(policy: str, device: str) -> ModelSpec:
 def default_real_budgets(policy: str, device: str) -> list[int]:
     if device == "cpu":
         return [parse_size(s) for s in CPU_BUDGETS[policy]]
-    from autotune.fingerprint import gpu_info
+    from autotune.machine.fingerprint import gpu_info
 
     index = int(device.split(":")[1]) if ":" in device else 0
     gpu = gpu_info(index)

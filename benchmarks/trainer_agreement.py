@@ -1,7 +1,7 @@
 """autotune's measurements against the real lerobot-train's, at the recommended batch and at the maximum.
 
 For each scenario it tunes with ``autotune run`` (the trainer's variant only), then runs the printed
-command in the real lerobot-train (through ``autotune.verify.run_trainer``, as ``autotune verify``
+command in the real lerobot-train (through ``autotune.trainer.verify.run_trainer``, as ``autotune verify``
 does) at the recommended batch, a second time there (lerobot-train's own run-to-run spread), and at
 the certified maximum. Compared per batch: peak memory (CPU: resident-set growth over start-up),
 ``updt_s``, ``data_s`` (with the preprocessing and device copy, as in LeRobot 0.4 to 0.6.1),
@@ -28,10 +28,10 @@ from typing import Any
 
 import pandas as pd
 
-from autotune.results import replace_csv
-from autotune.trainer import find_trainer
+from autotune.outputs.results import replace_csv
+from autotune.trainer.verify import run_trainer
+from autotune.trainer.versions import find_trainer
 from autotune.units import format_bytes, parse_size
-from autotune.verify import run_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 8  # lerobot-train steps per run (the first, which starts the workers, is set apart)

@@ -35,11 +35,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from autotune.feed_model import FeedModel
-from autotune.host import cpu_cores
-from autotune.probe_client import run_probe
-from autotune.results import replace_csv
-from autotune.study import LEROBOT_DEFAULT_PREFETCH, LEROBOT_DEFAULT_WORKERS, PREFETCH_CHOICES, run_study
+from autotune.machine.host import cpu_cores
+from autotune.outputs.results import replace_csv
+from autotune.run.probe_client import run_probe
+from autotune.tuning.feed_model import FeedModel
+from autotune.tuning.study import (
+    LEROBOT_DEFAULT_PREFETCH,
+    LEROBOT_DEFAULT_WORKERS,
+    PREFETCH_CHOICES,
+    run_study,
+)
 from autotune.units import parse_image_size
 from probes.protocol import ModelSpec, ProbeRequest, ProbeResult
 from probes.synthetic import write_synthetic_dataset

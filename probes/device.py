@@ -46,7 +46,7 @@ OOM_TEXTS = (
 )
 # Statuses that near the limit mean out of memory, and anywhere else another fault: the child
 # reports them as errors of kind AMBIGUOUS_OOM and the search, which knows the sizes that fitted
-# and ran out of memory, decides (autotune/search.py). Lightning's and Accelerate's batch-size
+# and ran out of memory, decides (autotune/tuning/search.py). Lightning's and Accelerate's batch-size
 # finders count cuDNN's NOT_SUPPORTED as out of memory (pytorch/pytorch#4107), Lightning also
 # CUDNN_STATUS_INTERNAL_ERROR.
 AMBIGUOUS_OOM_TEXTS = (

@@ -16,7 +16,7 @@ STATUSES: tuple[str, ...] = ("ok", "oom", "error", "timeout")
 PRECISIONS: tuple[str, ...] = ("bf16", "fp16", "fp32")
 Kind = Literal["batch", "workers", "decode", "dataset", "environment", "describe", "ppo", "rrd", "estimate"]
 # What a probe child can say of an error from the library's words alone; the tuner, which knows the
-# sizes that fitted and ran out of memory, decides what it means (autotune/search.py).
+# sizes that fitted and ran out of memory, decides what it means (autotune/tuning/search.py).
 AMBIGUOUS_OOM = "ambiguous_oom"  # a library status that next to the limit means out of memory
 KERNEL_LIMIT = "kernel_limit"  # a kernel's size limit (launch configuration, 32-bit indexing)
 ERROR_KINDS: tuple[str, ...] = ("", AMBIGUOUS_OOM, KERNEL_LIMIT)

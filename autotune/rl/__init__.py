@@ -2,7 +2,7 @@
 
 Pure rules and arithmetic live in :mod:`autotune.rl.ppo` and :mod:`autotune.rl.rrd`; measurement
 (isolated probe children, like the rest of autotune) in :mod:`autotune.rl.measure`; the ``autotune
-rl`` subcommand in :mod:`autotune.rl.cli`. Nothing here imports torch.
+rl`` subcommand in :mod:`autotune.cli.rl`. Nothing here imports torch.
 """
 
 from autotune.rl.ppo import PpoBatch, hand_rule_minibatch, valid_minibatch_sizes

@@ -3,9 +3,9 @@
 PPO: only sizes that divide the batch can be used (rl_games asserts it), so the search bisects
 the valid sizes (:func:`search_valid`): the largest valid minibatch that fits is certified by the
 next valid size running out of memory, in about log2 of their count probes (4 for a batch of
-4096). A line fitted through the fitting peaks (:func:`autotune.search.fit_memory`) places the
+4096). A line fitted through the fitting peaks (:func:`autotune.tuning.search.fit_memory`) places the
 headroom between them. Then, as
-``--target-batch`` does for LeRobot (:func:`autotune.batch.decide_batch`), the largest valid sizes
+``--target-batch`` does for LeRobot (:func:`autotune.tuning.batch.decide_batch`), the largest valid sizes
 at or below the largest one within the headroom are timed, the fastest wins (a smaller one only by
 more than 3%), and it soaks: a whole update (``mini_epochs`` passes) must fit under the headroom
 line, else the next valid size down is tried.
@@ -20,14 +20,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from autotune.batch import BatchDecision, decide_batch, headroom_batch
 from autotune.errors import UserError
-from autotune.probe_client import run_probe
 from autotune.rl.ppo import PpoBatch, largest_valid_at_most, valid_minibatch_sizes
 from autotune.rl.records import Recorder, describe_probe
 from autotune.rl.rrd import RrdBatch
 from autotune.rl.spec import NetSpec, PpoProbe, RrdProbe
-from autotune.search import SearchOutcome, effective_budget, find_max_batch, fit_memory
+from autotune.run.probe_client import run_probe
+from autotune.tuning.batch import BatchDecision, decide_batch, headroom_batch
+from autotune.tuning.search import SearchOutcome, effective_budget, find_max_batch, fit_memory
 from autotune.units import format_bytes
 from probes.protocol import ProbeRequest, ProbeResult
 

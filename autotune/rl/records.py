@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from autotune.files import write_atomic
-from autotune.profile import profile_path
-from autotune.results import FILES, append_rows, check_header, stamped
+from autotune.outputs.profile import profile_path
+from autotune.outputs.results import FILES, append_rows, check_header, stamped
 from autotune.rl.ppo import PpoBatch
 from autotune.rl.rrd import RrdBatch
 from autotune.rl.spec import NetSpec

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from autotune.alarm import compare, history, step_noise
-from autotune.results import RUN_COLUMNS
+from autotune.nightly.alarm import compare, history, step_noise
+from autotune.outputs.results import RUN_COLUMNS
 
 
 def runs(samples: list[float], **fields: object) -> list[dict]:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from autotune import commands, context
-from autotune.config import RunConfig
-from autotune.datasets import DatasetShape
 from autotune.errors import UserError
-from autotune.trainer import Trainer
+from autotune.run import context, prepare
+from autotune.run.config import RunConfig
+from autotune.run.datasets import DatasetShape
+from autotune.trainer.versions import Trainer
 from probes import catalogue
 from probes.protocol import ModelSpec, ProbeResult
 
@@ -27,13 +27,13 @@ from probes.protocol import ModelSpec, ProbeResult
 )
 def test_auto_measures_with_lerobot_where_it_can_be_imported(monkeypatch, asked, importable, chosen) -> None:
     monkeypatch.setattr(catalogue, "lerobot_importable", lambda: importable)
-    assert commands.resolve_backend(asked) == chosen
+    assert prepare.resolve_backend(asked) == chosen
 
 
 def test_backend_lerobot_where_it_cannot_be_imported_says_how_to_get_it(monkeypatch) -> None:
     monkeypatch.setattr(catalogue, "lerobot_importable", lambda: False)
     with pytest.raises(UserError, match="install autotune into your LeRobot environment"):
-        commands.resolve_backend("lerobot")
+        prepare.resolve_backend("lerobot")
 
 
 def test_the_rebuilt_backend_takes_only_the_policies_autotune_rebuilds() -> None:

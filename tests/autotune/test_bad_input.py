@@ -25,17 +25,17 @@ import pytest
 
 from autotune import fleet
 from autotune.cli import main
-from autotune.config import RunConfig
-from autotune.context import ensure_writable, open_run
+from autotune.cli.schedule import schedule
 from autotune.errors import Terminated, UserError
-from autotune.lock import run_lock
-from autotune.probe_client import allow_children, run_probe, stop_children
-from autotune.profile import Profile, ProfileError, read_profile, up_to_date
+from autotune.outputs.profile import Profile, ProfileError, read_profile, up_to_date
+from autotune.outputs.results import RUN_COLUMNS, append_rows
 from autotune.redact import has_secret, hide_secrets
-from autotune.results import RUN_COLUMNS, append_rows
-from autotune.schedule import schedule
-from autotune.trainer import find_trainer
-from autotune.verify import verify_profile
+from autotune.run.config import RunConfig
+from autotune.run.context import ensure_writable, open_run
+from autotune.run.lock import run_lock
+from autotune.run.probe_client import allow_children, run_probe, stop_children
+from autotune.trainer.verify import verify_profile
+from autotune.trainer.versions import find_trainer
 from probes.protocol import Environment, ProbeRequest
 
 DATA = Path(__file__).with_name("data")

@@ -10,12 +10,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from autotune.batch import decide_batch, headroom_batch
-from autotune.config import Variant
-from autotune.memory_model import fit_model, predict
-from autotune.search import find_max_batch
-from autotune.stages.variant import tune_variant
-from autotune.trainer import NEWEST_RELEASE, Trainer
+from autotune.run.config import Variant
+from autotune.run.stages.variant import tune_variant
+from autotune.trainer.versions import NEWEST_RELEASE, Trainer
+from autotune.tuning.batch import decide_batch, headroom_batch
+from autotune.tuning.memory_model import fit_model, predict
+from autotune.tuning.search import find_max_batch
 from probes.protocol import ProbeResult
 from tests.fakes import FakeProbe, GiB, MiB, linear
 

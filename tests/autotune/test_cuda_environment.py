@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
-from autotune import fingerprint as fp
-from autotune.devices import resolve_device, resolve_precision
 from autotune.errors import UserError
-from autotune.probe_client import child_environment
+from autotune.machine import fingerprint as fp
+from autotune.machine.devices import resolve_device, resolve_precision
+from autotune.run.probe_client import child_environment
 from tests.autotune.test_gpu_selection import MIG_UUID, FakeNvml, environment, machine
 
 GiB = 1024**3
@@ -57,7 +57,7 @@ def test_without_nvml_the_gpus_torch_sees_are_used_with_a_warning(
 
 
 def test_without_nvml_the_default_budget_is_the_memory_torch_reports(monkeypatch: pytest.MonkeyPatch) -> None:
-    from autotune.context import default_memory_limit
+    from autotune.run.context import default_memory_limit
 
     no_nvml_module(monkeypatch)
     cfg = SimpleNamespace(gpu_index=0, device="cuda:0")
@@ -116,9 +116,9 @@ def test_the_allocators_settings_are_in_the_fingerprint_and_a_change_re_tunes(
 def test_the_allocators_settings_are_a_condition_and_the_command_carries_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from autotune.lerobot import Setting, command
-    from autotune.profile import Conditions, stale_reasons
-    from autotune.trainer import NEWEST_RELEASE, Trainer
+    from autotune.outputs.profile import Conditions, stale_reasons
+    from autotune.trainer.command import Setting, command
+    from autotune.trainer.versions import NEWEST_RELEASE, Trainer
 
     FakeNvml(machine()).install(monkeypatch)
     env = environment((8, 0), (8, 9))

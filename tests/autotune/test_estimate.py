@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from autotune import estimate as E
-from autotune import estimate_terms as T
 from autotune.cli import main
-from autotune.config import Variant
+from autotune.estimate import terms as T
+from autotune.run.config import Variant
 from probes.protocol import ModelSpec, ProbeRequest, ProbeResult
 
 MiB, GiB = E.MiB, E.GiB
@@ -219,9 +219,9 @@ def fake_children(monkeypatch: pytest.MonkeyPatch) -> list[ProbeRequest]:
         data = counted(per_sample=per_sample, precision=request.precision)
         return ProbeResult(status="ok", batch_size=0, estimate=data)
 
-    import autotune.probe_client
+    import autotune.run.probe_client
 
-    monkeypatch.setattr(autotune.probe_client, "run_probe", run_probe)
+    monkeypatch.setattr(autotune.run.probe_client, "run_probe", run_probe)
     return asked
 
 

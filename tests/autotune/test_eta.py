@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from autotune.eta import RunClock, WorkPlan, format_duration, plan_s, remaining_s
+from autotune.run.eta import RunClock, WorkPlan, format_duration, plan_s, remaining_s
 
 MiB = 1024**2
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from autotune.feed_model import FeedModel, Remedy, diagnose
+from autotune.tuning.feed_model import FeedModel, Remedy, diagnose
 
 
 def test_the_feed_model_predicts_the_wait_and_the_workers_needed() -> None:

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from autotune.context import ensure_writable
 from autotune.errors import UserError
 from autotune.files import append_whole, write_atomic
+from autotune.run.context import ensure_writable
 
 
 def full_disk(*args: object, **kwargs: object) -> None:

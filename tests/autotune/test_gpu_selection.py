@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 import pynvml
 import pytest
 
-from autotune.devices import resolve_device, resolve_precision
 from autotune.errors import UserError
-from autotune.fingerprint import gpu_info
-from autotune.probe_client import child_environment
+from autotune.machine.devices import resolve_device, resolve_precision
+from autotune.machine.fingerprint import gpu_info
+from autotune.run.probe_client import child_environment
 from probes.protocol import Environment, GpuFacts
 
 GiB = 1024**3
@@ -155,7 +155,7 @@ def test_a_mig_slice_reports_its_own_memory(nvml: FakeNvml, monkeypatch: pytest.
 
 
 def test_entries_after_one_cuda_rejects_are_ignored(nvml: FakeNvml, monkeypatch: pytest.MonkeyPatch) -> None:
-    from autotune.fingerprint import visible_devices
+    from autotune.machine.fingerprint import visible_devices
 
     assert visible_devices("1,-1,0") == ["1"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,GPU-0000,0")
@@ -222,7 +222,7 @@ def test_a_usable_card_is_chosen(nvml: FakeNvml, monkeypatch: pytest.MonkeyPatch
 def test_torchs_architecture_list_against_the_cards_capability(
     archs: list[str], capability: tuple[int, int], runs: bool
 ) -> None:
-    from autotune.devices import arch_runs_on
+    from autotune.machine.devices import arch_runs_on
 
     assert arch_runs_on(archs, capability) is runs
 

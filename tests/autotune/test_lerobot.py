@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from autotune.lerobot import CPU_MALLOC_ENV, Setting, can_reproduce, command, default_variant
-from autotune.trainer import RELEASES, Trainer
+from autotune.trainer.command import CPU_MALLOC_ENV, Setting, can_reproduce, command, default_variant
+from autotune.trainer.versions import RELEASES, Trainer
 from probes import catalogue
 from probes.protocol import ModelSpec
 

@@ -12,13 +12,13 @@ import time
 import pytest
 
 from autotune.errors import UserError
-from autotune.lock import lock_path, run_lock
+from autotune.run.lock import lock_path, run_lock
 from tests.cli import ROOT
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from autotune.lock import run_lock
+from autotune.run.lock import run_lock
 with run_lock(Path(sys.argv[1]), "act"):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from autotune.memory_model import fit_model, predict
-from autotune.search import find_max_batch
+from autotune.tuning.memory_model import fit_model, predict
+from autotune.tuning.search import find_max_batch
 from tests.fakes import FakeProbe, GiB, MiB, linear, stepped
 
 

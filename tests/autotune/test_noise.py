@@ -9,13 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from autotune import noise
-from autotune.batch import decide_batch
-from autotune.config import Variant
-from autotune.search import find_max_batch
-from autotune.stages.variant import VariantOutcome, choose_variant
-from autotune.study import LEROBOT_DEFAULT_PREFETCH, StudyOutcome, TrialRecord, confirm_best
-from autotune.summary import print_profile
+from autotune.outputs.summary import print_profile
+from autotune.run.config import Variant
+from autotune.run.stages.variant import VariantOutcome, choose_variant
+from autotune.tuning import noise
+from autotune.tuning.batch import decide_batch
+from autotune.tuning.search import find_max_batch
+from autotune.tuning.study import LEROBOT_DEFAULT_PREFETCH, StudyOutcome, TrialRecord, confirm_best
 from probes.protocol import ProbeResult
 from tests.fakes import FakeProbe, GiB, MiB, linear
 
@@ -279,7 +279,7 @@ def test_without_lerobots_default_the_setting_using_least_host_memory_within_the
 
 
 def test_a_variant_inside_the_noise_does_not_displace_the_one_asked_for() -> None:
-    from autotune.batch import BatchDecision, ThroughputPoint
+    from autotune.tuning.batch import BatchDecision, ThroughputPoint
 
     def outcome(variant: Variant, batch: int, rate: float) -> VariantOutcome:
         decision = BatchDecision(batch_size=batch, headroom_batch=batch)
@@ -304,8 +304,8 @@ def test_a_variant_inside_the_noise_does_not_displace_the_one_asked_for() -> Non
 
 
 def test_what_checkpointing_costs_in_speed_is_given_with_its_spread() -> None:
-    from autotune.batch import BatchDecision, ThroughputPoint
-    from autotune.stages.assemble import comparison_notes
+    from autotune.run.stages.assemble import comparison_notes
+    from autotune.tuning.batch import BatchDecision, ThroughputPoint
 
     def outcome(variant: Variant, batch: int, rate: float) -> VariantOutcome:
         decision = BatchDecision(batch_size=batch, headroom_batch=batch)
@@ -370,9 +370,9 @@ def test_the_summary_gives_the_speedup_with_its_spread_or_no_measurable_differen
 
 
 def test_every_repeat_is_a_row_with_its_repeat_number(monkeypatch) -> None:
-    from autotune import prober as prober_module
-    from autotune.prober import Prober
-    from autotune.results import BATCH_PROBE_COLUMNS, WORKER_TRIAL_COLUMNS, trial_row
+    from autotune.outputs.results import BATCH_PROBE_COLUMNS, WORKER_TRIAL_COLUMNS, trial_row
+    from autotune.run import prober as prober_module
+    from autotune.run.prober import Prober
 
     rows: list[dict] = []
     monkeypatch.setattr(
@@ -397,7 +397,7 @@ def test_every_repeat_is_a_row_with_its_repeat_number(monkeypatch) -> None:
 
 
 def test_the_time_estimate_counts_the_whole_budget_of_repeats() -> None:
-    from autotune.eta import RunClock, WorkPlan, plan_s
+    from autotune.run.eta import RunClock, WorkPlan, plan_s
 
     clock = RunClock(step_points=[(10, 1.0), (20, 2.0)], startups_s=[5.0])
     plan = WorkPlan(

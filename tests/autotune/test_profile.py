@@ -7,7 +7,7 @@ import json
 import pytest
 
 from autotune.errors import UserError
-from autotune.profile import read_profile
+from autotune.outputs.profile import read_profile
 
 
 def test_a_profile_of_another_version_is_refused(tmp_path) -> None:

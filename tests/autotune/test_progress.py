@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from autotune.eta import WorkPlan
-from autotune.progress import Progress
+from autotune.run.eta import WorkPlan
+from autotune.run.progress import Progress
 from probes.protocol import ProbeResult
 
 MiB = 1024**2
@@ -27,7 +27,7 @@ def fits(batch: int, step_s: float, peak_mib: float) -> ProbeResult:
 
 
 def test_the_estimate_is_said_once_two_sizes_have_trained_with_hints_for_a_long_cpu_run(caplog) -> None:
-    caplog.set_level(logging.INFO, logger="autotune.progress")
+    caplog.set_level(logging.INFO, logger="autotune.run.progress")
     watch = progress()
     with watch.stage("search", "search", total=None):
         watch.probe_done(fits(1, 0.5, 1000))
@@ -43,7 +43,7 @@ def test_the_estimate_is_said_once_two_sizes_have_trained_with_hints_for_a_long_
 
 
 def test_a_short_run_and_a_gpu_run_get_no_hints(caplog) -> None:
-    caplog.set_level(logging.INFO, logger="autotune.progress")
+    caplog.set_level(logging.INFO, logger="autotune.run.progress")
     for watch, step in ((progress("cpu"), 0.001), (progress("cuda"), 0.5)):
         with watch.stage("search", "search", total=None):
             watch.probe_done(fits(1, step, 1000))
@@ -58,7 +58,7 @@ def test_a_short_run_and_a_gpu_run_get_no_hints(caplog) -> None:
 
 
 def test_a_search_that_ends_early_still_says_the_estimate(caplog) -> None:
-    caplog.set_level(logging.INFO, logger="autotune.progress")
+    caplog.set_level(logging.INFO, logger="autotune.run.progress")
     watch = progress()
     with watch.stage("search", "search", total=None):
         watch.probe_done(fits(1, 0.5, 1000))
@@ -68,8 +68,8 @@ def test_a_search_that_ends_early_still_says_the_estimate(caplog) -> None:
 
 
 def test_the_hints_leave_out_what_the_run_already_does() -> None:
-    from autotune.config import RunConfig
-    from autotune.pipeline import quicker
+    from autotune.run.config import RunConfig
+    from autotune.run.pipeline import quicker
 
     cut_down = {"dim_model": 64, "dim_feedforward": 128, "n_encoder_layers": 1, "n_vae_encoder_layers": 1}
     small = RunConfig(policy="act", device="cpu", precision="fp32", policy_overrides=cut_down, trials=3)

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from autotune import context
-from autotune.config import RunConfig
 from autotune.errors import UserError
-from autotune.lerobot import command
-from autotune.probe_client import combine
-from autotune.trainer import Trainer
+from autotune.run import context
+from autotune.run.config import RunConfig
+from autotune.run.probe_client import combine
+from autotune.trainer.command import command
+from autotune.trainer.versions import Trainer
 from probes.protocol import GpuFacts, ProbeRequest, ProbeResult
 from tests.autotune.test_lerobot import setting
 

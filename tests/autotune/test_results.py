@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from autotune.errors import UserError
-from autotune.results import BATCH_PROBE_COLUMNS, RUN_COLUMNS, ResultsWriter, append_rows, replace_csv
+from autotune.outputs.results import BATCH_PROBE_COLUMNS, RUN_COLUMNS, ResultsWriter, append_rows, replace_csv
 
 
 def test_rows_are_appended_never_rewritten(tmp_path) -> None:

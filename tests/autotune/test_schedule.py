@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from autotune.cli.schedule import schedule
 from autotune.errors import UserError
-from autotune.history import lines, plot, runs_of
-from autotune.results import RUN_COLUMNS
-from autotune.schedule import schedule
+from autotune.nightly.history import lines, plot, runs_of
+from autotune.outputs.results import RUN_COLUMNS
 from tests.cli import autotune
 
 

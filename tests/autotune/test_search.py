@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from autotune.baselines import accelerate_shrink, lightning_binsearch
 from autotune.errors import ProbeError
-from autotune.search import DEFAULT_MAX_BATCH, find_max_batch, fit_memory
+from autotune.tuning.baselines import accelerate_shrink, lightning_binsearch
+from autotune.tuning.search import DEFAULT_MAX_BATCH, find_max_batch, fit_memory
 from probes.protocol import ProbeResult
 from tests.fakes import FakeProbe, GiB, MiB, linear, quadratic, stepped
 

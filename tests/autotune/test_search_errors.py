@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from autotune.errors import ProbeError
-from autotune.search import DEFAULT_MAX_BATCH, MemoryFit, find_max_batch
+from autotune.tuning.search import DEFAULT_MAX_BATCH, MemoryFit, find_max_batch
 from probes.protocol import AMBIGUOUS_OOM, KERNEL_LIMIT, ProbeResult
 from tests.fakes import FakeProbe, GiB, MiB, linear, quadratic, stepped
 
@@ -132,11 +132,11 @@ def test_out_of_memory_below_a_kernels_limit_still_certifies_the_maximum() -> No
 def test_the_profile_records_the_kernels_limit_and_its_note(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    from autotune.batch import decide_batch
-    from autotune.config import Variant
-    from autotune.stages import assemble as A
-    from autotune.stages.variant import VariantOutcome
-    from autotune.trainer import NEWEST_RELEASE, Trainer
+    from autotune.run.config import Variant
+    from autotune.run.stages import assemble as A
+    from autotune.run.stages.variant import VariantOutcome
+    from autotune.trainer.versions import NEWEST_RELEASE, Trainer
+    from autotune.tuning.batch import decide_batch
 
     probe = NamingProbe(linear(1 * GiB, 1 * MiB), 79 * GiB, limit=1500)
     search = find_max_batch(probe, 79 * GiB)
@@ -172,7 +172,7 @@ def test_the_profile_records_the_kernels_limit_and_its_note(
 
 
 def test_a_maximum_bounded_by_a_kernel_tells_the_memory_model_nothing_of_the_memory_left() -> None:
-    from autotune.memory_model import fit_model
+    from autotune.tuning.memory_model import fit_model
 
     # Certified by memory, the budget left at the maximum is what the allocator could not use; at a
     # kernel's limit it is simply memory nobody asked for (78 GiB here), not fragmentation, and later

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from autotune.baselines import lightning_binsearch
-from autotune.search import GUARD_BRACKET, MemoryFit, find_max_batch
+from autotune.tuning.baselines import lightning_binsearch
+from autotune.tuning.search import GUARD_BRACKET, MemoryFit, find_max_batch
 from tests.fakes import FakeProbe, GiB, MiB, linear
 
 

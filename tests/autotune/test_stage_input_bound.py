@@ -7,17 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from autotune.batch import BatchDecision, ThroughputPoint
-from autotune.config import RunConfig, Variant
-from autotune.context import open_run
-from autotune.devices import probe_environment
-from autotune.feed_model import FeedModel
-from autotune.pipeline import progress_for
-from autotune.prober import Prober
-from autotune.search import SearchOutcome
-from autotune.stages.input_bound import diagnose_input
-from autotune.stages.variant import VariantOutcome
-from autotune.study import StudyOutcome, TrialRecord
+from autotune.machine.devices import probe_environment
+from autotune.run.config import RunConfig, Variant
+from autotune.run.context import open_run
+from autotune.run.pipeline import progress_for
+from autotune.run.prober import Prober
+from autotune.run.stages.input_bound import diagnose_input
+from autotune.run.stages.variant import VariantOutcome
+from autotune.tuning.batch import BatchDecision, ThroughputPoint
+from autotune.tuning.feed_model import FeedModel
+from autotune.tuning.search import SearchOutcome
+from autotune.tuning.study import StudyOutcome, TrialRecord
 from probes.protocol import ProbeResult
 from tests.cli import SMALL_ACT
 

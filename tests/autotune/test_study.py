@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from autotune.errors import ProbeError, UserError
-from autotune.study import run_study
+from autotune.tuning.study import run_study
 from probes.protocol import ProbeResult
 
 

@@ -10,7 +10,7 @@ import pytest
 from packaging.version import Version
 
 from autotune.errors import UserError
-from autotune.trainer import NEWEST_RELEASE, abilities, find_trainer, parse_version
+from autotune.trainer.versions import NEWEST_RELEASE, abilities, find_trainer, parse_version
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from autotune.verify import SHIM, TrainerRun, judge
+from autotune.trainer.verify import SHIM, TrainerRun, judge
 
 MiB = 1024**2
 
@@ -110,8 +110,8 @@ def test_verify_csv_and_the_profile_have_the_warm_up_peak_beside_the_peak(
 ) -> None:
     import pandas as pd
 
-    from autotune import verify
-    from autotune.results import VERIFY_COLUMNS
+    from autotune.outputs.results import VERIFY_COLUMNS
+    from autotune.trainer import verify
 
     assert VERIFY_COLUMNS.index("warmup_peak_bytes") == VERIFY_COLUMNS.index("peak_bytes") + 1
     profile = {

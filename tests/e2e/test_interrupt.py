@@ -91,7 +91,7 @@ def test_after_sigkill_the_probe_child_takes_itself_and_its_files_down(tmp_path:
 
 
 def test_a_later_run_removes_probe_folders_whose_tuner_is_gone(tmp_path: Path, monkeypatch) -> None:
-    from autotune import probe_client
+    from autotune.run import probe_client
 
     monkeypatch.setattr(probe_client.tempfile, "gettempdir", lambda: str(tmp_path))
     gone = subprocess.Popen([sys.executable, "-c", "pass"])

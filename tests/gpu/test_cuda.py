@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autotune.probe_client import run_probe
+from autotune.run.probe_client import run_probe
 from probes.protocol import ModelSpec, ProbeRequest, ProbeResult
 from tests.cli import SMALL_ACT
 
@@ -57,8 +57,8 @@ def batch(spec: ModelSpec, precision: str, size: int, limit_bytes: int, **kwargs
 
 
 def test_nvml_and_torch_agree_on_the_device_and_torch_runs_on_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from autotune.devices import probe_environment, resolve_device, resolve_precision
-    from autotune.fingerprint import gpu_info
+    from autotune.machine.devices import probe_environment, resolve_device, resolve_precision
+    from autotune.machine.fingerprint import gpu_info
 
     environment = probe_environment()
     gpu = gpu_info(0)
@@ -182,7 +182,7 @@ def test_steps_at_reduced_precision_carry_the_optimizers_state(precision: str) -
 
 
 def test_the_default_budget_leaves_room_outside_the_allocator() -> None:
-    from autotune.fingerprint import gpu_info
+    from autotune.machine.fingerprint import gpu_info
     from probes.device import LAZY_LOAD_SLACK_BYTES
 
     free = gpu_info(0).memory_free_bytes  # what autotune asks for without --memory-limit
@@ -267,8 +267,8 @@ def test_the_recommended_batch_trains_50_steps_uncapped_within_the_budget() -> N
     budget the probes had, and with what it holds outside the allocator within the 2 GiB."""
     from dataclasses import asdict
 
-    from autotune.batch import decide_batch
-    from autotune.search import find_max_batch
+    from autotune.tuning.batch import decide_batch
+    from autotune.tuning.search import find_max_batch
 
     limit = 2 * GiB
     precision = "bf16" if torch.cuda.get_device_capability(0) >= (8, 0) else "fp16"

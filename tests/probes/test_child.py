@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from autotune.probe_client import run_probe
+from autotune.run.probe_client import run_probe
 from probes.memory import children_of
 from probes.protocol import ModelSpec, ProbeRequest
 from tests.cli import SMALL_ACT

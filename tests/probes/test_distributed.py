@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from autotune.probe_client import child_environment, combine, launcher, run_probe
+from autotune.run.probe_client import child_environment, combine, launcher, run_probe
 from probes import distributed
 from probes.protocol import ModelSpec, ProbeRequest, ProbeResult
 from tests.cli import ROOT, SMALL_ACT

@@ -7,7 +7,7 @@ import gc
 import pytest
 import torch
 
-from autotune.probe_client import run_probe
+from autotune.run.probe_client import run_probe
 from probes.estimate import BLOCK_BYTES, LiveBytes, rounded, run_estimate_probe, segment_waste
 from probes.protocol import ModelSpec, ProbeRequest
 

@@ -172,7 +172,7 @@ def test_a_probe_child_names_what_only_the_search_can_decide(tmp_path: Path, mes
 
 
 def test_an_out_of_memory_result_keeps_its_message_in_the_csv_row() -> None:
-    from autotune.results import probe_row
+    from autotune.outputs.results import probe_row
 
     result = ProbeResult(
         status="oom", batch_size=8, message="RuntimeError: FIND was unable to find an engine"

@@ -143,7 +143,7 @@ def test_on_cuda_a_batch_of_1000_is_drawn_on_the_device_and_handed_over_pinned()
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU: torch sees none")
 def test_on_cuda_a_soak_probe_trains_on_the_pinned_batch() -> None:
-    from autotune.probe_client import run_probe
+    from autotune.run.probe_client import run_probe
 
     request = ProbeRequest(
         kind="batch", model=SPEC, device="cuda:0", precision="fp32", batch_size=8,

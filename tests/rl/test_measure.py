@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from autotune.errors import UserError
-from autotune.results import FILES
+from autotune.outputs.results import FILES
 from autotune.rl import measure
 from autotune.rl.measure import Budget, measure_ppo, measure_rrd
 from autotune.rl.ppo import PpoBatch

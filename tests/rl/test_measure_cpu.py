@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autotune.results import FILES
+from autotune.outputs.results import FILES
 from tests.cli import autotune
 
 pytestmark = pytest.mark.slow
