@@ -32,7 +32,7 @@ from autotune.units import format_bytes  # noqa: E402
 from probes import catalogue  # noqa: E402
 from probes.protocol import ModelSpec, ProbeRequest, SyntheticRequest  # noqa: E402
 
-SMALL_ACT = {"dim_model": 64, "dim_feedforward": 128, "n_encoder_layers": 1, "n_vae_encoder_layers": 1}
+SMALL_ACT = catalogue.cut_down("act", "quick")
 SCENARIOS = {
     # name: (policy, overrides, image size, batch sizes)
     "act_cut_down_48x64": ("act", SMALL_ACT, (48, 64), (8, 32)),

@@ -35,11 +35,11 @@ sys.path.insert(0, str(ROOT))
 
 from autotune.outputs.results import FILES, replace_csv  # noqa: E402
 from autotune.run.probe_client import run_probe  # noqa: E402
+from probes.catalogue import cut_down, set_flags  # noqa: E402
 from probes.memory import children_of  # noqa: E402
 from probes.protocol import ModelSpec, ProbeRequest  # noqa: E402
 
-SMALL = ["--set", "dim_model=64", "--set", "dim_feedforward=128", "--set", "n_encoder_layers=1",
-         "--set", "n_vae_encoder_layers=1", "--set", "chunk_size=20", "--set", "n_action_steps=20"]  # fmt: skip
+SMALL = set_flags(cut_down("act", "tests"))
 RUN = ["run", "--policy", "act", "--device", "cpu", "--memory-limit", "600MiB", "--image-size", "48x64",
        "--trials", "1", "--trainer-only", "--soak-steps", "1", "--throughput-points", "1", *SMALL]  # fmt: skip
 COLUMNS = ["fault", "kind", "clean", "rows_lost", "exit_code", "seconds", "detail"]
@@ -182,7 +182,7 @@ def alive(pids: list[int]) -> list[int]:
 
 
 def fault_probe_killed(base: Path, tmp: Path) -> Outcome:
-    spec = ModelSpec("act", 2, (48, 64), 6, 6, False, {"dim_model": 64, "dim_feedforward": 128})
+    spec = ModelSpec("act", 2, (48, 64), 6, 6, False, cut_down("act", "narrow"))
     request = ProbeRequest(kind="batch", model=spec, batch_size=2, memory_limit_bytes=2 * 1024**3)
     started: list[int] = []
 

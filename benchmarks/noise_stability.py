@@ -50,19 +50,13 @@ sys.path.insert(0, str(ROOT))
 
 from autotune.outputs.results import replace_csv  # noqa: E402
 from autotune.units import parse_image_size  # noqa: E402
+from probes.catalogue import cut_down, set_flags  # noqa: E402
 
 log = logging.getLogger("benchmarks.noise_stability")
 
 SIZE_STEP = 1  # the recommended batches of all runs must lie within this many sizes of each other
 # ACT cut down in width and depth as the CPU tests cut it (tests/cli.py), the ResNet-18 kept.
-SMALL_ACT = {
-    "dim_model": 64,
-    "dim_feedforward": 128,
-    "n_encoder_layers": 1,
-    "n_vae_encoder_layers": 1,
-    "chunk_size": 20,
-    "n_action_steps": 20,
-}
+SMALL_ACT = cut_down("act", "tests")
 COMPETITOR_BATCH = 16
 COMPETITOR_STEPS = 20
 COLUMNS = [
@@ -147,7 +141,7 @@ def competitor(args: argparse.Namespace, folder: Path) -> Iterator[Path]:
 
 def tune_command(args: argparse.Namespace, results: Path) -> list[str]:
     h, w = args.image_size
-    sets = [part for key, value in SMALL_ACT.items() for part in ("--set", f"{key}={value}")]
+    sets = set_flags(SMALL_ACT)
     return [
         sys.executable, "-m", "autotune", "run", "--policy", "act", "--device", "cpu",
         "--memory-limit", args.memory_limit, "--image-size", f"{h}x{w}", "--cameras", str(args.cameras),

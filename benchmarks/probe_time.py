@@ -36,22 +36,14 @@ from typing import Any  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SOAK_REDRAWS = 3
-# ACT cut down as the CLI tests' SMALL_ACT (the ResNet-18 backbone stays), SmolVLA as its quick look.
-SMALL_ACT = {
-    "dim_model": 64,
-    "dim_feedforward": 128,
-    "n_encoder_layers": 1,
-    "n_vae_encoder_layers": 1,
-    "chunk_size": 20,
-    "n_action_steps": 20,
-}
-SMALL_SMOLVLA = {"num_vlm_layers": 2, "resize_imgs_with_padding": (256, 256)}
-# name: policy, camera size, overrides, batch sizes, whether a model is built and trained.
-POINTS: dict[str, tuple[str, tuple[int, int], dict[str, Any], tuple[int, ...], bool]] = {
-    "act-small": ("act", (96, 128), SMALL_ACT, (8, 64), True),
-    "smolvla-small": ("smolvla", (96, 128), SMALL_SMOLVLA, (2, 8), True),
-    "act-full": ("act", (480, 640), {}, (2,), True),
-    "act-draw": ("act", (480, 640), {}, (256, 1024), False),
+# name: policy, camera size, cut-down set (probes/catalogue.py CUT_DOWN; None: the full model),
+# batch sizes, whether a model is built and trained. ACT cut down as the CLI tests cut it (the
+# ResNet-18 backbone stays), SmolVLA as its quick look.
+POINTS: dict[str, tuple[str, tuple[int, int], str | None, tuple[int, ...], bool]] = {
+    "act-small": ("act", (96, 128), "tests", (8, 64), True),
+    "smolvla-small": ("smolvla", (96, 128), "quick", (2, 8), True),
+    "act-full": ("act", (480, 640), None, (2,), True),
+    "act-draw": ("act", (480, 640), None, (256, 1024), False),
 }
 RECIPES = ("before", "after")
 
@@ -114,6 +106,15 @@ def peak_rss_mib() -> float:
     return 0.0
 
 
+def overrides_of(point: str) -> dict[str, Any]:
+    """The point's ``Config`` overrides. The catalogue is imported here, not at the top: a child
+    times the probes' imports itself."""
+    from probes import catalogue
+
+    policy, _, cut, _, _ = POINTS[point]
+    return catalogue.cut_down(policy, cut) if cut else {}
+
+
 def child(spec: dict[str, Any]) -> dict[str, Any]:
     """One point in this fresh interpreter: each phase timed as a probe runs it."""
     t: dict[str, Any] = {"interpreter_s": CHILD_STARTED - spec["spawned"]}
@@ -130,7 +131,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     from probes.train_step import prepare_batch, warm_up
 
     t["import_probes_s"] = time.perf_counter() - t1
-    policy, image_size, overrides, _, trains = POINTS[spec["point"]]
+    policy, image_size, _, _, trains = POINTS[spec["point"]]
+    overrides = overrides_of(spec["point"])
     model = ModelSpec(policy, 2, tuple(image_size), 6, 6, False, dict(overrides))
     request = ProbeRequest(
         kind="batch", model=model, device=spec["device"], precision="fp32", batch_size=spec["batch_size"],
@@ -196,7 +198,10 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_point(point: str, batch_size: int, recipe: str, device: str) -> Row:
-    policy, image_size, overrides, _, _ = POINTS[point]
+    from probes.catalogue import set_pairs
+
+    policy, image_size, _, _, _ = POINTS[point]
+    label = " ".join(set_pairs(overrides_of(point)))
     load = os.getloadavg()[0]
     spawned = time.time()
     t0 = time.perf_counter()
@@ -213,9 +218,6 @@ def run_point(point: str, batch_size: int, recipe: str, device: str) -> Row:
     if done.returncode != 0:
         raise RuntimeError(f"{point} batch {batch_size} {recipe}: {done.stderr[-2000:]}")
     t = json.loads(done.stdout.strip().splitlines()[-1])
-    label = " ".join(
-        f"{k}={'x'.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in overrides.items()
-    )
     t = {k: round(v, 6) if isinstance(v, float) else v for k, v in t.items()}
     teardown = round(wall - t["interpreter_s"] - t["probe_s"], 6)
     wall = round(wall, 6)

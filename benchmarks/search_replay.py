@@ -42,16 +42,18 @@ from autotune.errors import ProbeError
 from autotune.estimate.terms import default_terms
 from autotune.outputs.results import replace_csv
 from autotune.run.probe_client import run_probe
-from autotune.tuning.search import MemoryFit, SearchOutcome, find_max_batch
+from autotune.tuning.memory_fit import MemoryFit
+from autotune.tuning.search import SearchOutcome, find_max_batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark, imported as a module
 from search_strategies import (  # noqa: E402
     LIGHTNING,
+    TRUE_MAX_UPPER,
     CachedRealProbe,
-    SimulatedProbe,
+    ProbeFn,
     real_spec,
     run_strategy,
-    true_max,
+    simulated_probe,
 )
 
 log = logging.getLogger("benchmarks.search_replay")
@@ -204,8 +206,8 @@ def replay(
         budget = int(low + (high - low) * i / budgets)
         sigma = noise_bytes or noise_share * budget
         peak = with_noise(curve, sigma, f"{policy}-{seed}-{i}")
-        truth = true_max(peak, budget)
-        probe = SimulatedProbe(peak, budget)
+        probe = simulated_probe(peak, budget)
+        truth = probe.true_max(TRUE_MAX_UPPER)
         ours, theirs = (
             run_strategy(name, probe, budget, fresh=lambda: 0) for name in ("autotune", LIGHTNING)
         )
@@ -235,7 +237,7 @@ def replay(
     return rows
 
 
-def estimated(probe: SimulatedProbe, budget: int, estimate: MemoryFit) -> SearchOutcome | None:
+def estimated(probe: ProbeFn, budget: int, estimate: MemoryFit) -> SearchOutcome | None:
     """autotune's search started from ``estimate``, as autotune run starts it; None if it failed."""
     try:
         return find_max_batch(probe, budget, estimate=estimate)

@@ -31,7 +31,11 @@ from autotune.run.probe_client import run_probe
 from autotune.tuning.baselines import accelerate_shrink, lightning_binsearch
 from autotune.tuning.search import DEFAULT_MAX_BATCH, SearchOutcome, find_max_batch
 from autotune.units import parse_size
+from probes.catalogue import cut_down
 from probes.protocol import ModelSpec, ProbeRequest, ProbeResult
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/fakes.py: the search tests' probe
+from tests.fakes import FakeProbe  # noqa: E402
 
 log = logging.getLogger("benchmarks.search_strategies")
 
@@ -68,32 +72,9 @@ SIM_STEP_PER_SAMPLE_S = 0.004
 SIM_STEPS = 4  # 1 warm-up + 3 measured, as the real probes below
 
 # The real CPU scenario: ACT cut down so that one step takes about a second on two cores.
-CPU_ACT_OVERRIDES = {
-    "dim_model": 128,
-    "dim_feedforward": 512,
-    "n_encoder_layers": 2,
-    "n_vae_encoder_layers": 2,
-}
+CPU_ACT_OVERRIDES = cut_down("act", "cpu_second")
 # SmolVLA cut down the same way (the sizes tests/test_smolvla.py trains).
-CPU_SMOLVLA_OVERRIDES = {
-    "resize_imgs_with_padding": (64, 64),
-    "tokenizer_max_length": 16,
-    "vision_hidden": 64,
-    "vision_layers": 2,
-    "vision_heads": 2,
-    "vision_mlp": 128,
-    "vision_patch_size": 8,
-    "vision_image_size": 64,
-    "scale_factor": 2,
-    "text_layers": 4,
-    "num_vlm_layers": 2,
-    "text_hidden": 64,
-    "text_mlp": 128,
-    "text_heads": 4,
-    "text_kv_heads": 2,
-    "text_head_dim": 16,
-    "vocab_size": 1000,
-}
+CPU_SMOLVLA_OVERRIDES = cut_down("smolvla", "tiny")
 CPU_IMAGE_SIZE = (64, 96)
 # Measured on the development machine (RSS growth of the child): reduced ACT peaks at ~420 MiB, flat
 # up to batch ~8, then ~2.7 MiB per sample (b=64: ~556 MiB, b=128: ~730 MiB), a few MiB apart between
@@ -147,38 +128,19 @@ def sequence_of(results: list[ProbeResult]) -> str:
 # --- fakes -------------------------------------------------------------------------------------
 
 
-@dataclass
-class SimulatedProbe:
-    """Answers from a memory curve; ``wall_s`` is the simulated time a real probe would take."""
-
-    curve: Callable[[int], float]
-    budget_bytes: int
-
-    def __call__(self, batch_size: int) -> ProbeResult:
-        peak = self.curve(batch_size)
-        step_s = SIM_STEP_FIXED_S + SIM_STEP_PER_SAMPLE_S * batch_size
-        if peak > self.budget_bytes:
-            return ProbeResult(
-                status="oom", batch_size=batch_size, wall_s=SIM_STARTUP_S + step_s, message="fake oom"
-            )
-        return ProbeResult(
-            status="ok",
-            batch_size=batch_size,
-            peak_allocated_bytes=int(peak),
-            peak_reserved_bytes=int(peak),
-            step_time_s=step_s,
-            samples_per_s=batch_size / step_s,
-            wall_s=SIM_STARTUP_S + SIM_STEPS * step_s,
-        )
+TRUE_MAX_UPPER = 1_000_000  # the largest size a true maximum is looked for at
 
 
-def true_max(curve: Callable[[int], float], budget_bytes: int, upper: int = 1_000_000) -> int:
-    best = 0
-    for b in range(1, upper + 1):
-        if curve(b) > budget_bytes:
-            break
-        best = b
-    return best
+def simulated_probe(curve: Callable[[int], float], budget_bytes: int) -> FakeProbe:
+    """The search tests' fake probe, answering from a memory curve, with ``wall_s`` the simulated
+    time a real probe would take."""
+    return FakeProbe(
+        curve,
+        budget_bytes,
+        step_time=lambda b: SIM_STEP_FIXED_S + SIM_STEP_PER_SAMPLE_S * b,
+        steps=SIM_STEPS,
+        startup_s=SIM_STARTUP_S,
+    )
 
 
 # --- rows --------------------------------------------------------------------------------------
@@ -263,11 +225,11 @@ def fake_rows(curves: dict[str, Callable[[int], float]] = CURVES, budgets=FAKE_B
     rows: list[Row] = []
     for curve_name, curve in curves.items():
         for budget in budgets:
-            probe = SimulatedProbe(curve, budget)
+            probe = simulated_probe(curve, budget)
             runs = [run_strategy(name, probe, budget, fresh=lambda: 0) for name in STRATEGIES]
             for run in runs:
                 run.fresh_probes = len(run.asked)
-            truth = true_max(curve, budget)
+            truth = probe.true_max(TRUE_MAX_UPPER)
             rows += rows_for(f"{curve_name}@{budget_label(budget)}", "fake", budget, runs, truth, "simulated")
     return rows
 

@@ -32,6 +32,7 @@ from autotune.outputs.results import replace_csv
 from autotune.trainer.verify import run_trainer
 from autotune.trainer.versions import find_trainer
 from autotune.units import format_bytes, parse_size
+from probes.catalogue import cut_down, set_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 8  # lerobot-train steps per run (the first, which starts the workers, is set apart)
@@ -39,7 +40,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     # The case: a cut-down ACT, 2 cameras at 96x128, a 1 GiB budget.
     "act_cut_down@1GiB": {
         "budget": "1GiB",
-        "overrides": ["dim_model=64", "dim_feedforward=128", "n_encoder_layers=1", "n_vae_encoder_layers=1"],
+        "overrides": set_pairs(cut_down("act", "quick")),
     },
     # ACT at LeRobot's defaults (ResNet-18, 51.6M parameters), cameras at 96x128, a 2 GiB budget.
     "act_default@2GiB": {"budget": "2GiB", "overrides": []},

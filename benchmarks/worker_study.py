@@ -46,17 +46,13 @@ from autotune.tuning.study import (
     run_study,
 )
 from autotune.units import parse_image_size
+from probes.catalogue import cut_down
 from probes.protocol import ModelSpec, ProbeRequest, ProbeResult
 from probes.synthetic import write_synthetic_dataset
 
 log = logging.getLogger("benchmarks.worker_study")
 
-SMALL_ACT = {
-    "dim_model": 128,
-    "dim_feedforward": 512,
-    "n_encoder_layers": 2,
-    "n_vae_encoder_layers": 2,
-}
+SMALL_ACT = cut_down("act", "cpu_second")
 COLUMNS = [
     "contender",
     "num_workers",

@@ -104,7 +104,8 @@ def main(argv: list[str]) -> int:
         fields = runner_for(request.kind, backend)(request, on_exceed)
         result = ProbeResult(batch_size=request.batch_size, **fields)
     except BaseException as exc:  # every outcome must be reported to the tuner
-        from probes.device import current_cap, error_kind, is_out_of_memory
+        from probes.device import current_cap
+        from probes.device_errors import error_kind, is_out_of_memory
 
         if is_out_of_memory(exc):
             # In any form and any step, warm-up included; the CSV keeps the library's own words.

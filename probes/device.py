@@ -1,12 +1,13 @@
 """Everything that touches ``torch.cuda``: device selection, memory caps, peaks and OOM detection.
 
-The rest of autotune never calls ``torch.cuda`` directly, and only probe children import this.
+The rest of autotune never calls ``torch.cuda`` directly, and only probe children import this. What
+an error says it is (out of memory, perhaps out of memory, a kernel's limit) is read in
+:mod:`probes.device_errors`, which calls nothing on the device; its checks are re-exported here.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,8 +15,8 @@ from typing import Any
 
 import torch
 
+from probes.device_errors import HostMemoryExceeded, error_kind, is_out_of_memory  # noqa: F401 - re-exported
 from probes.memory import PeakWatcher, peak_rss_bytes, rss_bytes
-from probes.protocol import AMBIGUOUS_OOM, KERNEL_LIMIT
 
 log = logging.getLogger("probes.child")
 
@@ -24,60 +25,6 @@ MiB = 1024**2
 # cuDNN handles, the kernels loaded so far) and this much more, for kernels that load lazily in
 # later steps (a shape the warm-up did not see).
 LAZY_LOAD_SLACK_BYTES = 128 * MiB
-
-# Where CUDA's libraries say, as a RuntimeError's text, that the device ran out of memory. Only an
-# error of a known type or one of these texts counts: any other error stops the run.
-OOM_TEXTS = (
-    # The CUDA runtime's cudaErrorMemoryAllocation ("out of memory"), raised by PyTorch's
-    # C10_CUDA_CHECK as torch.AcceleratorError (a RuntimeError before torch 2.8): a kernel module
-    # that loads lazily, a stream, an event or a library's own cudaMalloc found no memory.
-    "CUDA error: out of memory",
-    # cuBLAS could not allocate its scratch (cublasStatus_t, via PyTorch's TORCH_CUDABLAS_CHECK).
-    "CUBLAS_STATUS_ALLOC_FAILED",
-    # cuDNN 9's statuses for a failed device or host allocation (cuDNN 8's CUDNN_STATUS_ALLOC_FAILED
-    # no longer exists), via PyTorch's AT_CUDNN_CHECK ("cuDNN error: ...").
-    "CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",
-    "CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED",
-    # PyTorch's cuDNN convolution (aten/src/ATen/native/cudnn/Conv_v8.cpp) once every candidate
-    # plan failed, which near the limit means every plan's workspace failed to allocate: FIND with
-    # cudnn.benchmark (what LeRobot turns on), GET without.
-    "FIND was unable to find an engine",
-    "GET was unable to find an engine",
-)
-# Statuses that near the limit mean out of memory, and anywhere else another fault: the child
-# reports them as errors of kind AMBIGUOUS_OOM and the search, which knows the sizes that fitted
-# and ran out of memory, decides (autotune/tuning/search.py). Lightning's and Accelerate's batch-size
-# finders count cuDNN's NOT_SUPPORTED as out of memory (pytorch/pytorch#4107), Lightning also
-# CUDNN_STATUS_INTERNAL_ERROR.
-AMBIGUOUS_OOM_TEXTS = (
-    "CUBLAS_STATUS_EXECUTION_FAILED",  # a GEMM whose workspace or lazily loaded kernel found no memory
-    "CUDNN_STATUS_INTERNAL_ERROR",  # without the allocation detail (OOM_TEXTS has those forms)
-    "CUDNN_STATUS_NOT_SUPPORTED",
-    "Unable to find a valid cuDNN algorithm",  # PyTorch's cuDNN v7 path: no algorithm's workspace fits
-    "Cuda failure 'out of memory'",  # NCCL's own allocation (a DistBackendError)
-)
-# A kernel's limit at a big batch: neither a fit nor out of memory. The search takes the size as its
-# upper bound. cudaErrorInvalidConfiguration (a grid or block past the device's limits), tensors
-# past INT_MAX elements and kernels that index with 32 bits.
-KERNEL_LIMIT_TEXTS = (
-    "invalid configuration argument",
-    "canUse32BitIndexMath",
-    "32-bit index",
-    "32 bit index",
-    "INT_MAX",
-    "numel needs to be smaller than int32",
-    "too large to fit in int",
-)
-# cuBLAS handle creation with no memory left (cublasCreate / cublasLtCreate, on the first matrix
-# product of a stream): PyTorch's TORCH_CUDABLAS_CHECK says "CUBLAS_STATUS_NOT_INITIALIZED when
-# calling `cublasCreate(handle)`".
-CUBLAS_CREATE_FAILED = re.compile(r"CUBLAS_STATUS_NOT_INITIALIZED when calling `?cublas(Lt)?Create\(")
-CUDA_ERROR_MEMORY_ALLOCATION = 2  # cudaErrorMemoryAllocation, torch.AcceleratorError.error_code
-CUDA_ERROR_INVALID_CONFIGURATION = 9  # cudaErrorInvalidConfiguration
-
-
-class HostMemoryExceeded(MemoryError):
-    """A CPU probe's measured peak memory went over its budget: the CPU's out-of-memory."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,42 +61,6 @@ def enable_tf32() -> None:
         return
     matmul.fp32_precision = "tf32"
     torch.backends.cudnn.conv.fp32_precision = "tf32"
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for every form an out-of-memory takes: the allocator's typed error first, then the
-    CUDA runtime's, cuBLAS's and cuDNN's (see :data:`OOM_TEXTS`)."""
-    if isinstance(exc, (torch.OutOfMemoryError, HostMemoryExceeded)):
-        return True
-    if _cuda_error_code(exc) == CUDA_ERROR_MEMORY_ALLOCATION:
-        return True
-    if not isinstance(exc, RuntimeError):
-        return False
-    text = str(exc)
-    return any(t in text for t in OOM_TEXTS) or CUBLAS_CREATE_FAILED.search(text) is not None
-
-
-def error_kind(exc: BaseException) -> str:
-    """What an error that is not an out-of-memory says it is, from its words alone:
-    ``AMBIGUOUS_OOM`` (:data:`AMBIGUOUS_OOM_TEXTS`), ``KERNEL_LIMIT`` (:data:`KERNEL_LIMIT_TEXTS`),
-    or "" for any other error."""
-    if _cuda_error_code(exc) == CUDA_ERROR_INVALID_CONFIGURATION:
-        return KERNEL_LIMIT
-    if not isinstance(exc, RuntimeError):
-        return ""
-    text = str(exc)
-    if any(t in text for t in AMBIGUOUS_OOM_TEXTS):
-        return AMBIGUOUS_OOM
-    if any(t in text for t in KERNEL_LIMIT_TEXTS):
-        return KERNEL_LIMIT
-    return ""
-
-
-def _cuda_error_code(exc: BaseException) -> int | None:
-    accelerator_error = getattr(torch, "AcceleratorError", None)  # torch 2.8 and newer
-    if accelerator_error is not None and isinstance(exc, accelerator_error):
-        return getattr(exc, "error_code", None)
-    return None
 
 
 def synchronize(device: torch.device) -> None:

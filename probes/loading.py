@@ -117,67 +117,14 @@ def drive(
     and reports the last ``measure_steps`` full batches (a short last batch of an epoch is trained
     on but not measured).
     """
-    workers = request.num_workers
     me = os.getpid()
     loader_memory = PeakWatcher(lambda: sum(pss_bytes(pid) for pid in children_of(me)), interval_s=0.25)
     loader_memory.start()
-    buffered = workers * (request.prefetch_factor or 0)
-    data_times: list[float] = []
-    step_times: list[float] = []
-    drain_started = None
-    step_index = 0
-    seen_full = False
-    drained = True
-
-    def one_step() -> tuple[float, float, float, bool]:
-        """Fetch a batch and train on it: its start time, data_s, updt_s, and whether it was full."""
-        nonlocal step_index, seen_full
-        t0 = time.perf_counter()
-        batch = next(batches)
-        prepared = prepare(batch)
-        synchronize(device)
-        t1 = time.perf_counter()
-        step(prepared)
-        synchronize(device)
-        t2 = time.perf_counter()
-        meter.check()
-        full = rows(batch) == request.batch_size
-        seen_full = seen_full or full
-        log.info(
-            "workers %d step %d: data %.3f s, update %.3f s%s",
-            workers, step_index, t1 - t0, t2 - t1, "" if full else f" (a short batch of {rows(batch)})",
-        )  # fmt: skip
-        step_index += 1
-        return t0, t1 - t0, t2 - t1, full
-
+    one_step = _TimedStep(request, device, meter, step, batches, prepare)
     # Until the optimizer holds its state (fp16's scaler skips the first steps), as a batch probe.
     warmup_steps = warm(step, lambda _: one_step(), request.warmup_steps)
     meter.end_warmup()
-    while True:
-        t0, data_step_s, updt_step_s, full = one_step()
-        t2 = t0 + data_step_s + updt_step_s
-        drain_started = drain_started or t0
-        if not full and seen_full:
-            # The epoch's short last batch (the loader keeps it, as lerobot-train's does) is a new
-            # shape: cuDNN's benchmark searches its algorithms again, in the middle of the timing.
-            # It is trained on, as the trainer does, but not measured. (A dataset smaller than a
-            # batch makes every batch short, all of one shape: those are measured.)
-            continue
-        data_times.append(data_step_s)
-        step_times.append(updt_step_s)
-        after_warmup = len(step_times)
-        if after_warmup < request.measure_steps:
-            continue
-        if after_warmup >= buffered + request.measure_steps:
-            break
-        # Workers that produce a batch faster than the step consumes one keep the buffer full:
-        # the steady state is already here, with nothing to drain.
-        produce_s = request.batch_size * decode_s / workers if workers else float("inf")
-        if produce_s <= statistics.fmean(step_times):
-            break
-        if t2 - drain_started >= request.drain_budget_s:
-            drained = False
-            break
+    data_times, step_times, drained = _until_steady(request, one_step, decode_s)
     # The steady state: the last measure_steps steps.
     data_times = data_times[-request.measure_steps :]
     step_times = step_times[-request.measure_steps :]
@@ -202,3 +149,79 @@ def drive(
         "step_times_s": step_times,
         "data_times_s": data_times,
     }
+
+
+class _TimedStep:
+    """Fetches a batch and trains on it, one step a call, counting the steps and noting whether a
+    full batch has been seen."""
+
+    def __init__(
+        self,
+        request: ProbeRequest,
+        device: torch.device,
+        meter: Any,
+        step: Any,
+        batches: Iterator[Any],
+        prepare: Callable[[Any], Any],
+    ) -> None:
+        self.request, self.device, self.meter = request, device, meter
+        self.step, self.batches, self.prepare = step, batches, prepare
+        self.index = 0
+        self.seen_full = False
+
+    def __call__(self) -> tuple[float, float, float, bool]:
+        """Fetch a batch and train on it: its start time, data_s, updt_s, and whether it was full."""
+        t0 = time.perf_counter()
+        batch = next(self.batches)
+        prepared = self.prepare(batch)
+        synchronize(self.device)
+        t1 = time.perf_counter()
+        self.step(prepared)
+        synchronize(self.device)
+        t2 = time.perf_counter()
+        self.meter.check()
+        full = rows(batch) == self.request.batch_size
+        self.seen_full = self.seen_full or full
+        log.info(
+            "workers %d step %d: data %.3f s, update %.3f s%s",
+            self.request.num_workers, self.index, t1 - t0, t2 - t1,
+            "" if full else f" (a short batch of {rows(batch)})",
+        )  # fmt: skip
+        self.index += 1
+        return t0, t1 - t0, t2 - t1, full
+
+
+def _until_steady(
+    request: ProbeRequest, one_step: _TimedStep, decode_s: float
+) -> tuple[list[float], list[float], bool]:
+    """Step after the warm-up until the steady state: the data_s and updt_s of every measured step,
+    and whether the prefetched batches were used up within ``drain_budget_s``."""
+    workers = request.num_workers
+    buffered = workers * (request.prefetch_factor or 0)
+    data_times: list[float] = []
+    step_times: list[float] = []
+    drain_started = None
+    while True:
+        t0, data_step_s, updt_step_s, full = one_step()
+        t2 = t0 + data_step_s + updt_step_s
+        drain_started = drain_started or t0
+        if not full and one_step.seen_full:
+            # The epoch's short last batch (the loader keeps it, as lerobot-train's does) is a new
+            # shape: cuDNN's benchmark searches its algorithms again, in the middle of the timing.
+            # It is trained on, as the trainer does, but not measured. (A dataset smaller than a
+            # batch makes every batch short, all of one shape: those are measured.)
+            continue
+        data_times.append(data_step_s)
+        step_times.append(updt_step_s)
+        after_warmup = len(step_times)
+        if after_warmup < request.measure_steps:
+            continue
+        if after_warmup >= buffered + request.measure_steps:
+            return data_times, step_times, True
+        # Workers that produce a batch faster than the step consumes one keep the buffer full:
+        # the steady state is already here, with nothing to drain.
+        produce_s = request.batch_size * decode_s / workers if workers else float("inf")
+        if produce_s <= statistics.fmean(step_times):
+            return data_times, step_times, True
+        if t2 - drain_started >= request.drain_budget_s:
+            return data_times, step_times, False

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from probes.catalogue import cut_down
+from probes.catalogue import set_flags as set_flags  # re-exported: the tests' ``--set`` flags
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -29,16 +32,4 @@ def autotune(
 
 
 # ACT cut down in width and depth (the ResNet-18 backbone stays) so CPU tests run in seconds.
-SMALL_ACT = {
-    "dim_model": 64,
-    "dim_feedforward": 128,
-    "n_encoder_layers": 1,
-    "n_vae_encoder_layers": 1,
-    "chunk_size": 20,
-    "n_action_steps": 20,
-}
-
-
-def set_flags(overrides: dict[str, object]) -> list[str]:
-    """``{"dim_model": 64}`` -> ``["--set", "dim_model=64"]``."""
-    return [part for key, value in overrides.items() for part in ("--set", f"{key}={value}")]
+SMALL_ACT = cut_down("act", "tests")

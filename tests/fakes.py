@@ -14,19 +14,31 @@ GiB = 1024**3
 
 @dataclass
 class FakeProbe:
-    """Answers ``ok`` below the budget and ``oom`` above, from a memory curve; counts calls."""
+    """Answers ``ok`` below the budget and ``oom`` above, from a memory curve; counts calls.
+
+    Also the probe of benchmarks/search_strategies.py, which gives it ``steps`` and ``startup_s`` to
+    simulate the time a real probe takes (``wall_s``)."""
 
     curve: Callable[[int], float]
     budget_bytes: int
     calls: list[int] = field(default_factory=list)
     step_time: Callable[[int], float] = lambda b: 0.01 + 0.001 * b
+    # Simulated wall time: a child's start-up, then ``steps`` steps for a size that fits (warm-up
+    # included); an out-of-memory ends during the first step. 0 steps: no time (wall_s 0).
+    steps: int = 0
+    startup_s: float = 0.0
 
     def __call__(self, batch_size: int) -> ProbeResult:
         self.calls.append(batch_size)
         peak = self.curve(batch_size)
         step = self.step_time(batch_size)
         if peak > self.budget_bytes:
-            return ProbeResult(status="oom", batch_size=batch_size, message="fake out of memory")
+            return ProbeResult(
+                status="oom",
+                batch_size=batch_size,
+                wall_s=self._wall_s(step, 1),
+                message="fake out of memory",
+            )
         return ProbeResult(
             status="ok",
             batch_size=batch_size,
@@ -34,7 +46,11 @@ class FakeProbe:
             peak_reserved_bytes=int(peak),
             step_time_s=step,
             samples_per_s=batch_size / step,
+            wall_s=self._wall_s(step, self.steps),
         )
+
+    def _wall_s(self, step_s: float, steps: int) -> float:
+        return self.startup_s + steps * step_s if self.steps else 0.0
 
     def true_max(self, upper: int = 100_000) -> int:
         best = 0

@@ -44,13 +44,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def handle(args: argparse.Namespace) -> int:
     from autotune.tuning.memory_model import MemoryModel, predict
 
-    data = require_profile(args.results, args.policy).to_dict()
-    if not data.get("memory_model"):
+    profile = require_profile(args.results, args.policy)
+    if not profile.memory_model:
         raise UserError(
             f"the {args.policy} profile has no memory model (too few fitting probes); re-run with --force"
         )
-    model = MemoryModel.from_dict(data["memory_model"])
-    headroom = data["conditions"]["headroom"] if args.headroom is None else args.headroom
+    model = MemoryModel.from_dict(profile.memory_model)
+    headroom = profile.conditions.headroom if args.headroom is None else args.headroom
     result = predict(model, args.memory, headroom, card=not args.budget)
     if result.max_batch < 1:
         need = model.fixed_bytes + model.per_sample_bytes + model.near_limit_unusable_bytes
@@ -60,13 +60,13 @@ def handle(args: argparse.Namespace) -> int:
             f"{what} of {format_bytes(args.memory)} is too small for {args.policy} as measured: even "
             f"batch 1 needs about {format_bytes(need)}"
         )
-    cond = data["conditions"]
+    cond = profile.conditions
     if args.json:
         print(
-            json.dumps({**result.__dict__, "headroom": headroom, "profile_run_id": data["run_id"]}, indent=2)
+            json.dumps({**result.__dict__, "headroom": headroom, "profile_run_id": profile.run_id}, indent=2)
         )
         return 0
-    h, w = cond["image_size"]
+    h, w = cond.image_size
     what = "an allocator budget of" if args.budget else "a card with"
     print(
         f"{args.policy} on {what} {format_bytes(args.memory)}: predicted max batch {result.max_batch} "
@@ -74,9 +74,9 @@ def handle(args: argparse.Namespace) -> int:
         f"{result.recommended_batch} ({headroom:.0%} headroom)"
     )
     print(
-        f"  from the memory model measured on {data['fingerprint'].get('gpu_name') or 'CPU'} "
-        f"({data['precision']}, checkpointing {'on' if data['grad_checkpointing'] else 'off'}, "
-        f"{cond['cameras']} camera(s) {h}x{w}): {format_bytes(model.fixed_bytes)} fixed + "
+        f"  from the memory model measured on {profile.fingerprint.get('gpu_name') or 'CPU'} "
+        f"({profile.precision}, checkpointing {'on' if profile.grad_checkpointing else 'off'}, "
+        f"{cond.cameras} camera(s) {h}x{w}): {format_bytes(model.fixed_bytes)} fixed + "
         f"{format_bytes(model.per_sample_bytes)} per sample"
     )
     if not args.budget and model.device_overhead_bytes:

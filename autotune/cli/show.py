@@ -22,9 +22,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def handle(args: argparse.Namespace) -> int:
     from autotune.outputs.summary import print_profile
 
-    data = require_profile(args.results, args.policy).to_dict()
+    profile = require_profile(args.results, args.policy)
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(json.dumps(profile.to_dict(), indent=2))
     else:
-        print_profile(data)
+        print_profile(profile)
     return 0

@@ -9,7 +9,7 @@ from typing import Any
 
 from autotune.estimate.count import CARD_SIZES_GIB, Estimate, GiB, from_result
 from autotune.estimate.terms import Terms, calibrate, default_terms
-from autotune.tuning.search import MemoryFit
+from autotune.tuning.memory_fit import MemoryFit
 from autotune.units import format_bytes
 
 log = logging.getLogger(__name__)

@@ -14,6 +14,7 @@ from typing import Any
 
 from autotune.errors import ProbeError
 from autotune.nightly.alarm import Alert, alert_row, compare, history, step_noise
+from autotune.outputs.profile import Profile
 from autotune.run.config import Variant
 from autotune.run.context import RunContext
 from autotune.run.prober import Prober
@@ -30,19 +31,19 @@ class CheckOutcome:
     trial: ProbeResult  # the chosen worker setting, run again
     summary: str
 
-    def row(self, profile: dict[str, Any]) -> dict[str, Any]:
+    def row(self, profile: Profile) -> dict[str, Any]:
         """The runs.csv fields of a check (the maximum is the profile's: not searched again)."""
         t = self.trial
         return {
             "status": "checked",
-            "precision": profile["precision"],
-            "grad_checkpointing": profile["grad_checkpointing"],
-            "max_batch_size": profile["max_batch_size"],
-            "certified": profile["certified"],
-            "batch_size": profile["batch_size"],
-            "grad_accum_steps": profile["grad_accum_steps"],
-            "num_workers": profile["num_workers"],
-            "prefetch_factor": profile["prefetch_factor"],
+            "precision": profile.precision,
+            "grad_checkpointing": profile.grad_checkpointing,
+            "max_batch_size": profile.max_batch_size,
+            "certified": profile.certified,
+            "batch_size": profile.batch_size,
+            "grad_accum_steps": profile.grad_accum_steps,
+            "num_workers": profile.num_workers,
+            "prefetch_factor": profile.prefetch_factor,
             "data_s": t.data_s,
             "updt_s": t.updt_s,
             "samples_per_s": t.samples_per_s,
@@ -52,30 +53,30 @@ class CheckOutcome:
         }
 
 
-def check_profile(ctx: RunContext, prober: Prober, profile: dict[str, Any]) -> CheckOutcome:
+def check_profile(ctx: RunContext, prober: Prober, profile: Profile) -> CheckOutcome:
     """Train the profile's batch for a few steps and run its worker setting once."""
-    variant = Variant(profile["precision"], profile["grad_checkpointing"])
-    batch_size = profile["batch_size"]
+    variant = Variant(profile.precision, profile.grad_checkpointing)
+    batch_size = profile.batch_size
     log.info(
         "checking the profile: batch %d for a few steps, then %d worker(s)",
         batch_size,
-        profile["num_workers"],
+        profile.num_workers,
     )
     batch = prober.batch(variant, batch_size, "check")
     if batch.status in ("error", "timeout"):
         raise ProbeError(f"the check at batch {batch_size} ended with {batch.status}: {batch.message}")
-    trial = prober.trial(variant, batch_size, profile["num_workers"], profile["prefetch_factor"])
+    trial = prober.trial(variant, batch_size, profile.num_workers, profile.prefetch_factor)
     prober.record_trial(
-        variant, TrialRecord(-1, profile["num_workers"], profile["prefetch_factor"], trial)
+        variant, TrialRecord(-1, profile.num_workers, profile.prefetch_factor, trial)
     )  # trial -1: a check, not a study trial
     if trial.status == "error":
         raise ProbeError(f"the check's worker trial failed: {trial.message}")
     parts = [
         f"batch {batch_size} {'still fits' if batch.fits else 'no longer fits: ' + batch.message}",
-        f"peak {format_bytes(batch.peak_reserved_bytes)} (profile {format_bytes(profile['peak_reserved_bytes'])})",
+        f"peak {format_bytes(batch.peak_reserved_bytes)} (profile {format_bytes(profile.peak_reserved_bytes)})",
     ]
     if trial.fits:
-        parts.append(f"{trial.samples_per_s:.2f} samples/s (profile {profile['samples_per_s']:.2f})")
+        parts.append(f"{trial.samples_per_s:.2f} samples/s (profile {profile.samples_per_s:.2f})")
     return CheckOutcome(batch, trial, "checked: " + ", ".join(parts))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,44 @@ def _pyplot() -> Any:
     return plt
 
 
+@dataclass
+class RunCharts:
+    """What a run's two plots draw, as plain rows (see :func:`draw_run`)."""
+
+    folder: Path
+    stem: str  # <policy>-<run id>
+    title: str
+    probes: list[dict[str, Any]]  # batch_size, status, peak_reserved_bytes, samples_per_s
+    budget_bytes: int
+    headroom: float
+    max_batch: int
+    batch_size: int
+    fit: tuple[float, float] | None  # the memory model: fixed and per-sample bytes
+    trials: list[dict[str, Any]]  # num_workers, prefetch_factor, samples_per_s, data_s, updt_s, status
+    chosen_workers: int
+
+
+def draw_run(charts: RunCharts) -> dict[str, str]:
+    """Both plots of a run, written beside its profile; their paths as the profile records them."""
+    batch_png = plot_batch(
+        charts.folder / f"{charts.stem}-batch.png",
+        title=charts.title,
+        probes=charts.probes,
+        budget_bytes=charts.budget_bytes,
+        headroom=charts.headroom,
+        max_batch=charts.max_batch,
+        batch_size=charts.batch_size,
+        fit=charts.fit,
+    )
+    workers_png = plot_workers(
+        charts.folder / f"{charts.stem}-workers.png",
+        title=f"{charts.title}, batch {charts.batch_size}",
+        trials=charts.trials,
+        chosen=charts.chosen_workers,
+    )
+    return {"batch": str(batch_png), "workers": str(workers_png)}
+
+
 def plot_batch(
     path: Path,
     *,
@@ -37,6 +76,37 @@ def plot_batch(
     peak_reserved_bytes, samples_per_s."""
     plt = _pyplot()
     fig, mem_ax = plt.subplots(figsize=(8, 4.8))
+    ok = [p for p in probes if p["status"] == "ok"]
+    _memory(mem_ax, probes, budget_bytes, headroom, max_batch, fit)
+    _marks(mem_ax, budget_bytes, max_batch, batch_size)
+    speed_ax = mem_ax.twinx()
+    timed = sorted((p for p in ok if p.get("samples_per_s")), key=lambda p: p["batch_size"])
+    speed_ax.plot(
+        [p["batch_size"] for p in timed],
+        [p["samples_per_s"] for p in timed],
+        color="tab:purple",
+        marker="o",
+        markersize=3,
+        alpha=0.7,
+        label="samples/s",
+    )
+    speed_ax.set_ylabel("samples/s")
+    lines = mem_ax.get_legend_handles_labels()
+    more = speed_ax.get_legend_handles_labels()
+    mem_ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="upper left")
+    mem_ax.set_title(title, fontsize=9)
+    return _save(plt, fig, path)
+
+
+def _memory(
+    mem_ax: Any,
+    probes: list[dict[str, Any]],
+    budget_bytes: int,
+    headroom: float,
+    max_batch: int,
+    fit: tuple[float, float] | None,
+) -> None:
+    """The probes' peaks (out of memory drawn at the budget), the memory model, the budget lines."""
     ok = [p for p in probes if p["status"] == "ok"]
     oom = [p for p in probes if p["status"] == "oom"]
     mem_ax.scatter(
@@ -74,6 +144,12 @@ def plot_batch(
         linestyle="--",
         label=f"budget less {headroom:.0%} headroom",
     )
+    mem_ax.set_xlabel("batch size")
+    mem_ax.set_ylabel("peak memory (GiB)")
+
+
+def _marks(mem_ax: Any, budget_bytes: int, max_batch: int, batch_size: int) -> None:
+    """The certified maximum and the recommended batch."""
     mem_ax.axvline(max_batch, color="tab:red", linestyle=":", linewidth=1)
     mem_ax.axvline(batch_size, color="tab:green", linestyle="-", linewidth=1.5)
     mem_ax.annotate(
@@ -93,24 +169,9 @@ def plot_batch(
         color="tab:green",
         fontsize=8,
     )
-    mem_ax.set_xlabel("batch size")
-    mem_ax.set_ylabel("peak memory (GiB)")
-    speed_ax = mem_ax.twinx()
-    timed = sorted((p for p in ok if p.get("samples_per_s")), key=lambda p: p["batch_size"])
-    speed_ax.plot(
-        [p["batch_size"] for p in timed],
-        [p["samples_per_s"] for p in timed],
-        color="tab:purple",
-        marker="o",
-        markersize=3,
-        alpha=0.7,
-        label="samples/s",
-    )
-    speed_ax.set_ylabel("samples/s")
-    lines = mem_ax.get_legend_handles_labels()
-    more = speed_ax.get_legend_handles_labels()
-    mem_ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="upper left")
-    mem_ax.set_title(title, fontsize=9)
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -151,8 +212,4 @@ def plot_workers(path: Path, *, title: str, trials: list[dict[str, Any]], chosen
     speed_ax.legend(fontsize=7)
     time_ax.legend(fontsize=7)
     speed_ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

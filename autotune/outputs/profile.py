@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
-import math
-import types
-import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -16,6 +12,7 @@ from typing import Any
 from autotune.errors import UserError
 from autotune.files import write_atomic
 from autotune.machine.fingerprint import Fingerprint
+from autotune.outputs.validate import RULES, MemoryModelFields, ProfileError, at, build, missing, shown
 
 log = logging.getLogger(__name__)
 
@@ -142,192 +139,22 @@ class Profile:
         naming the first field that is wrong. Keys it does not know are left out."""
         if not isinstance(data, dict):
             raise ProfileError(f"holds {type(data).__name__}, not an object")
-        missing = _missing(cls, data, "")
-        missing += _missing(Conditions, data.get("conditions"), "conditions.")
+        absent = missing(cls, data, "")
+        absent += missing(Conditions, data.get("conditions"), "conditions.")
         if isinstance(data.get("memory_model"), dict):
-            missing += _missing(MemoryModelFields, data["memory_model"], "memory_model.")
-        if missing:
+            absent += missing(MemoryModelFields, data["memory_model"], "memory_model.")
+        if absent:
             raise ProfileError(
-                f"an autotune profile without {', '.join(missing[:4])}{' and more' if len(missing) > 4 else ''}"
+                f"an autotune profile without {', '.join(absent[:4])}{' and more' if len(absent) > 4 else ''}"
             )
-        profile = _build(cls, data, "")
+        profile = build(cls, data, "")
         if profile.memory_model is not None:  # a dict of numbers by its type; MemoryModel's fields
-            _build(MemoryModelFields, profile.memory_model, "memory_model.")
-        for name, rule in _RULES.items():
-            value = _at(profile, name)
+            build(MemoryModelFields, profile.memory_model, "memory_model.")
+        for name, rule in RULES.items():
+            value = at(profile, name)
             if value is not None and (problem := rule(value)):
-                raise ProfileError(f"{name} is {_shown(value)}: {problem}")
+                raise ProfileError(f"{name} is {shown(value)}: {problem}")
         return profile
-
-
-class ProfileError(ValueError):
-    """What is wrong with a profile's contents, naming the field (no file name, no advice)."""
-
-
-@dataclass
-class MemoryModelFields:
-    """The fields of a profile's ``memory_model`` (autotune.tuning.memory_model.MemoryModel's, which this
-    module cannot import: it imports the search)."""
-
-    fixed_bytes: float
-    per_sample_bytes: float
-    fixed_stderr_bytes: float
-    per_sample_stderr_bytes: float
-    points: int
-    budget_bytes: int
-    measured_max_batch: int
-    near_limit_unusable_bytes: float
-    device_overhead_bytes: int
-    raw_prediction_error: float
-
-
-def _missing(cls: type, data: Any, prefix: str) -> list[str]:
-    if not isinstance(data, dict):
-        return []
-    return [
-        f"{prefix}{f.name}"
-        for f in fields(cls)
-        if f.default is MISSING and f.default_factory is MISSING and f.name not in data
-    ]
-
-
-def _shown(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    """``value`` checked against the type ``hint`` (nested dataclasses built); ProfileError if not."""
-    origin = typing.get_origin(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
-            if len(options) < len(typing.get_args(hint)):
-                return None
-            raise ProfileError(f"{where} is null")
-        first: ProfileError | None = None
-        for option in options:
-            try:
-                return _convert(value, option, where)
-            except ProfileError as exc:
-                first = first or exc
-        assert first is not None
-        raise first
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ProfileError(f"{where} is {_shown(value)}, not true or false")
-    if hint is int:
-        if _is_number(value) and math.isfinite(value) and float(value).is_integer():
-            return int(value)
-        raise ProfileError(f"{where} is {_shown(value)}, not a whole number")
-    if hint is float:
-        if _is_number(value) and math.isfinite(value):
-            return value
-        raise ProfileError(f"{where} is {_shown(value)}, not a finite number")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ProfileError(f"{where} is {_shown(value)}, not a string")
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ProfileError(f"{where} is {_shown(value)}, not an object")
-        return _build(hint, value, f"{where}.")
-    if origin is list or hint is list:
-        if not isinstance(value, list):
-            raise ProfileError(f"{where} is {_shown(value)}, not a list")
-        (item,) = typing.get_args(hint) or (Any,)
-        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise ProfileError(f"{where} is {_shown(value)}, not an object")
-        item = (typing.get_args(hint) or (Any, Any))[1]
-        return {k: _convert(v, item, f"{where}.{k}") for k, v in value.items()}
-    return value
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    """An instance of the dataclass ``cls`` from ``data``, each field checked (missing ones with a
-    default take it; a missing one without is a ProfileError)."""
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for f in fields(cls):
-        if f.name in data:
-            values[f.name] = _convert(data[f.name], hints[f.name], f"{prefix}{f.name}")
-        elif f.default is MISSING and f.default_factory is MISSING:
-            raise ProfileError(f"an autotune profile without {prefix}{f.name}")
-    return cls(**values)
-
-
-def _at(profile: Profile, name: str) -> Any:
-    value: Any = profile
-    for part in name.split("."):
-        if value is None:
-            return None
-        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
-    return value
-
-
-def _at_least(low: float) -> Any:
-    return lambda v: None if v >= low else f"must be at least {low:g}"
-
-
-def _positive(v: float) -> str | None:
-    return None if v > 0 else "must be positive"
-
-
-def _image_size(v: list[int]) -> str | None:
-    return None if len(v) == 2 and min(v) >= 1 else "must be [height, width], both positive"
-
-
-def _headroom(v: float) -> str | None:
-    return None if 0 <= v < 1 else "must be in [0, 1)"
-
-
-def _precision(v: str) -> str | None:
-    return None if v in ("bf16", "fp16", "fp32") else "must be bf16, fp16 or fp32"
-
-
-# Values a profile's fields must hold beyond their types (a field a later autotune adds needs none).
-_RULES: dict[str, Any] = {
-    "precision": _precision,
-    "max_batch_size": _at_least(1),
-    "batch_size": _at_least(1),
-    "headroom_batch_size": _at_least(0),
-    "grad_accum_steps": _at_least(1),
-    "num_workers": _at_least(0),
-    "prefetch_factor": _at_least(1),
-    "data_s": _at_least(0),
-    "updt_s": _at_least(0),
-    "samples_per_s": _at_least(0),
-    "peak_allocated_bytes": _at_least(0),
-    "peak_reserved_bytes": _at_least(0),
-    "max_batch_peak_reserved_bytes": _at_least(0),
-    "gpus": _at_least(1),
-    "budget_bytes": _at_least(0),
-    "memory_model.per_sample_bytes": _positive,
-    "memory_model.budget_bytes": _positive,
-    "memory_model.points": _at_least(2),
-    "memory_model.measured_max_batch": _at_least(1),
-    "memory_model.fixed_stderr_bytes": _at_least(0),
-    "memory_model.per_sample_stderr_bytes": _at_least(0),
-    "memory_model.near_limit_unusable_bytes": _at_least(0),
-    "memory_model.device_overhead_bytes": _at_least(0),
-    "conditions.precision": _precision,
-    "conditions.cameras": _at_least(1),
-    "conditions.image_size": _image_size,
-    "conditions.state_dim": _at_least(1),
-    "conditions.action_dim": _at_least(1),
-    "conditions.memory_limit_bytes": _positive,
-    "conditions.headroom": _headroom,
-    "conditions.gpus": _at_least(1),
-}
 
 
 # What `show`, `predict` and `verify` read: a profile without them is refused in one line.
@@ -419,17 +246,16 @@ def conditions_key(conditions: Conditions, fingerprint: Fingerprint, extra: dict
 
 def up_to_date(
     results: Path, policy: str, fingerprint: Fingerprint, conditions: Conditions
-) -> dict[str, Any] | None:
+) -> Profile | None:
     """The existing profile if nothing it depends on changed since; else None (and why, logged)."""
     profile = read_profile(results, policy)
     if profile is None:
         return None
-    existing = profile.to_dict()
-    reasons = stale_reasons(existing, fingerprint, conditions)
+    reasons = stale_reasons(profile.to_dict(), fingerprint, conditions)
     if reasons:
         log.info("re-tuning: %s", ", ".join(reasons))
         return None
-    return existing
+    return profile
 
 
 def require_profile(results: Path, policy: str) -> Profile:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from autotune.errors import UserError
 from autotune.files import append_whole, write_atomic
 from autotune.tuning.feed_model import data_fraction
+from autotune.units import format_bytes
 from probes.protocol import ProbeResult
 
 if TYPE_CHECKING:
@@ -275,6 +276,17 @@ class ResultsWriter:
 def stamped(row: Mapping[str, Any]) -> dict[str, Any]:
     """``row`` with the ``timestamp`` column set to now (UTC)."""
     return {**row, "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def describe_probe(r: ProbeResult, *, step_digits: int = 3, say_reserved: bool = True) -> str:
+    """A probe's log line: ``fits: peak 1.2 GiB reserved, 0.412 s/step, 58.3 samples/s (9 s)``, or
+    its status and message. ``autotune rl`` prints four digits of its short steps and no "reserved"."""
+    if r.status == "ok":
+        return (
+            f"fits: peak {format_bytes(r.peak_reserved_bytes)}{' reserved' if say_reserved else ''}, "
+            f"{r.step_time_s:.{step_digits}f} s/step, {r.samples_per_s:.1f} samples/s ({r.wall_s:.0f} s)"
+        )
+    return f"{r.status}: {r.message} ({r.wall_s:.0f} s)"
 
 
 def probe_row(r: ProbeResult, phase: str, repeat: int = 0) -> dict[str, Any]:

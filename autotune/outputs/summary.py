@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.units import format_bytes
+
+if TYPE_CHECKING:
+    from autotune.outputs.profile import Profile
 
 
 def _rows(rows: list[tuple[str, str]]) -> str:
@@ -12,86 +15,101 @@ def _rows(rows: list[tuple[str, str]]) -> str:
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 
 
-def print_profile(p: dict[str, Any]) -> None:
-    fpr, cond = p["fingerprint"], p["conditions"]
+def print_profile(p: Profile) -> None:
+    """The profile as ``autotune run`` and ``autotune show`` print it: the table, the notes, the
+    command."""
+    print("\n".join(profile_lines(p)))
+
+
+def profile_lines(p: Profile) -> list[str]:
+    """What :func:`print_profile` prints, line by line."""
+    rows = _answer_rows(p)
+    rows[4:4] = _scale_rows(p)
+    rows += _more_rows(p)
+    return [f"autotune profile for {p.policy}", _rows(rows), *_footer(p), p.lerobot_train_command]
+
+
+def _answer_rows(p: Profile) -> list[tuple[str, str]]:
+    """The machine, the trainer, the conditions, the batch and the worker setting."""
+    fpr, cond = p.fingerprint, p.conditions
     machine = fpr.get("gpu_name") or f"CPU ({fpr.get('cpu_model', '')}, {fpr.get('cpu_cores')} cores)"
-    h, w = cond["image_size"]
-    search = p.get("search", {})
-    budget = cond["memory_limit_bytes"]
-    rows = [
-        ("machine", f"{machine} [{cond['device']}], torch {fpr.get('torch_version')}"),
+    h, w = cond.image_size
+    budget = cond.memory_limit_bytes
+    certified = (
+        f"certified: {p.max_batch_size} fits, {p.max_batch_size + 1} runs out of memory"
+        if p.certified
+        else "not certified: the search hit its upper bound"
+    )
+    prefetch = f", prefetch_factor {p.prefetch_factor}" if p.prefetch_factor else ""
+    return [
+        ("machine", f"{machine} [{cond.device}], torch {fpr.get('torch_version')}"),
         ("trainer", _trainer(p)),
-        ("measured by", _backend(p.get("backend", "rebuilt"))),
+        ("measured by", _backend(p.backend)),
         (
             "conditions",
-            f"{p['precision']}, gradient checkpointing {'on' if p['grad_checkpointing'] else 'off'}, "
-            f"{cond['cameras']} camera(s) {h}x{w}, budget {format_bytes(budget)}",
+            f"{p.precision}, gradient checkpointing {'on' if p.grad_checkpointing else 'off'}, "
+            f"{cond.cameras} camera(s) {h}x{w}, budget {format_bytes(budget)}",
         ),
-        (
-            "max batch size",
-            f"{p['max_batch_size']} ("
-            + (
-                f"certified: {p['max_batch_size']} fits, {p['max_batch_size'] + 1} runs out of memory"
-                if p.get("certified")
-                else "not certified: the search hit its upper bound"
-            )
-            + f"; {search.get('probes', '?')} probes)",
-        ),
+        ("max batch size", f"{p.max_batch_size} ({certified}; {p.search.get('probes', '?')} probes)"),
         (
             "batch size",
-            f"{p['batch_size']} (peak {format_bytes(p['peak_reserved_bytes'])}, "
-            f"{100 * p['peak_reserved_bytes'] / budget:.0f}% of the budget; headroom {cond['headroom']:.0%}"
-            + (", soaked" if p.get("soaks") else "")
+            f"{p.batch_size} (peak {format_bytes(p.peak_reserved_bytes)}, "
+            f"{100 * p.peak_reserved_bytes / budget:.0f}% of the budget; headroom {cond.headroom:.0%}"
+            + (", soaked" if p.soaks else "")
             + ")",
         ),
-        (
-            "num_workers",
-            f"{p['num_workers']}"
-            + (f", prefetch_factor {p['prefetch_factor']}" if p.get("prefetch_factor") else ""),
-        ),
-        ("data_s / updt_s", f"{p['data_s']:.4f} s / {p['updt_s']:.4f} s per step"),
-        ("samples/s", f"{p['samples_per_s']:.2f}"),
+        ("num_workers", f"{p.num_workers}{prefetch}"),
+        ("data_s / updt_s", f"{p.data_s:.4f} s / {p.updt_s:.4f} s per step"),
+        ("samples/s", f"{p.samples_per_s:.2f}"),
     ]
-    default = p.get("lerobot_default")
+
+
+def _scale_rows(p: Profile) -> list[tuple[str, str]]:
+    """Gradient accumulation and DDP: the effective batch (after the conditions)."""
+    rows = []
+    if p.grad_accum_steps > 1:
+        rows.append(
+            (
+                "accumulation",
+                f"{p.grad_accum_steps} steps: effective batch {p.batch_size * p.grad_accum_steps}",
+            )
+        )
+    if p.gpus > 1:
+        rows.append(
+            (
+                "gpus",
+                f"{p.gpus} (DDP): batch {p.batch_size} per GPU, effective batch "
+                f"{p.effective_batch_size or p.batch_size * p.gpus}; LeRobot does not rescale "
+                "the learning rate for it",
+            )
+        )
+    return rows
+
+
+def _more_rows(p: Profile) -> list[tuple[str, str]]:
+    """LeRobot's default setting, the variants compared, the answer beside, the memory model, the
+    plots and the run."""
+    rows = []
+    default = p.lerobot_default
     if default:
         rows.append(
             (
                 "LeRobot defaults",
-                f"{default['num_workers']} workers, prefetch {default['prefetch_factor']}: "
-                f"{default['samples_per_s']:.2f} samples/s; {_against_default(p)}",
+                f"{default.num_workers} workers, prefetch {default.prefetch_factor}: "
+                f"{default.samples_per_s:.2f} samples/s; {_against_default(p)}",
             )
         )
-    gpus = p.get("gpus", 1)
-    if gpus > 1:
-        rows.insert(
-            4,
-            (
-                "gpus",
-                f"{gpus} (DDP): batch {p['batch_size']} per GPU, effective batch "
-                f"{p.get('effective_batch_size') or p['batch_size'] * gpus}; LeRobot does not rescale "
-                "the learning rate for it",
-            ),
-        )
-    if p.get("grad_accum_steps", 1) > 1:
-        rows.insert(
-            4,
-            (
-                "accumulation",
-                f"{p['grad_accum_steps']} steps: effective batch {p['batch_size'] * p['grad_accum_steps']}",
-            ),
-        )
-    for c in p.get("comparisons", []) if cond.get("compare") else []:
+    for c in p.comparisons if p.conditions.compare else []:
         rows.append(
             (
                 "compared",
-                f"{c['precision']}, checkpointing {'on' if c['grad_checkpointing'] else 'off'}: max batch "
-                f"{c['max_batch_size']}, batch {c['batch_size']}, {c['samples_per_s']:.2f} samples/s",
+                f"{c.precision}, checkpointing {'on' if c.grad_checkpointing else 'off'}: max batch "
+                f"{c.max_batch_size}, batch {c.batch_size}, {c.samples_per_s:.2f} samples/s",
             )
         )
-    beside = p.get("beside")
-    if beside:
-        rows.append(("beside", _beside(beside)))
-    model = p.get("memory_model")
+    if p.beside:
+        rows.append(("beside", _beside(p.beside)))
+    model = p.memory_model
     if model:
         rows.append(
             (
@@ -99,17 +117,17 @@ def print_profile(p: dict[str, Any]) -> None:
                 f"{format_bytes(model['fixed_bytes'])} + {format_bytes(model['per_sample_bytes'])} per sample",
             )
         )
-    if p.get("plots"):
-        rows.append(("plots", ", ".join(p["plots"].values())))
-    rows.append(("profile run", f"{p['run_id']} at {p['created_at']}"))
-    print(f"autotune profile for {p['policy']}")
-    print(_rows(rows))
-    caveats = p.get("lerobot_train_caveats", [])
-    for note in p.get("notes", []):
-        if note not in caveats:
-            print(f"  note: {note}")
-    bound = p.get("input_bound")
-    for remedy in bound["remedies"] if bound else []:
+    if p.plots:
+        rows.append(("plots", ", ".join(p.plots.values())))
+    rows.append(("profile run", f"{p.run_id} at {p.created_at}"))
+    return rows
+
+
+def _footer(p: Profile) -> list[str]:
+    """The notes, what would help an input-bound run, the verification and the command's caveats."""
+    caveats = p.lerobot_train_caveats
+    lines = [f"  note: {note}" for note in p.notes if note not in caveats]
+    for remedy in p.input_bound["remedies"] if p.input_bound else []:
         figures = (
             f": {remedy['samples_per_s']:.1f} samples/s (data_s {remedy['data_s']:.3f} s, "
             f"updt_s {remedy['updt_s']:.3f} s)"
@@ -117,20 +135,18 @@ def print_profile(p: dict[str, Any]) -> None:
             else ""
         )
         kind = "measured" if remedy["measured"] else "estimated"
-        print(f"  would help ({kind}): {remedy['what']}{figures}; {remedy['detail']}")
-    verification = p.get("verification")
-    if verification:
-        print(f"  verified: {verification['verdict']}")
-    for caveat in caveats:
-        print(f"  warning: the command below will not reproduce this: {caveat}")
-    print(p["lerobot_train_command"])
+        lines.append(f"  would help ({kind}): {remedy['what']}{figures}; {remedy['detail']}")
+    if p.verification:
+        lines.append(f"  verified: {p.verification['verdict']}")
+    lines += [f"  warning: the command below will not reproduce this: {caveat}" for caveat in caveats]
+    return lines
 
 
-def _against_default(p: dict[str, Any]) -> str:
+def _against_default(p: Profile) -> str:
     """The tuned setting against LeRobot's default, with its spread and paired runs, or why the
     default is recommended (no measurable difference)."""
-    d = next((d for d in p.get("decisions", []) if d.get("what") == "workers"), None)
-    speedup = p.get("speedup_vs_default")
+    d = next((d for d in p.decisions if d.get("what") == "workers"), None)
+    speedup = p.speedup_vs_default
     if d is None:  # a profile from before the comparisons were weighed against the noise
         return f"tuned is {speedup:.2f}x" if speedup is not None else "not compared"
     if not d.get("challenger"):
@@ -151,8 +167,8 @@ def _backend(backend: str) -> str:
     return f"{backend}'s own code: its policy, pre-processor, optimizer and update step, on the dataset"
 
 
-def _trainer(p: dict[str, Any]) -> str:
-    version = p.get("lerobot_version")
+def _trainer(p: Profile) -> str:
+    version = p.lerobot_version
     if not version:
         return "lerobot-train (version not recorded)"
     how = {
@@ -161,9 +177,9 @@ def _trainer(p: dict[str, Any]) -> str:
         "flag": "given with --lerobot-version",
         "assumed": "none found here: the newest release",
         "imported": "installed beside autotune",
-    }.get(p.get("lerobot_source", ""), "")
+    }.get(p.lerobot_source, "")
     answer = f"for your lerobot-train {version}" + (f" ({how})" if how else "")
-    return f"{answer}: batch {p['batch_size']}, {p['samples_per_s']:.2f} samples/s"
+    return f"{answer}: batch {p.batch_size}, {p.samples_per_s:.2f} samples/s"
 
 
 def _beside(b: dict[str, Any]) -> str:

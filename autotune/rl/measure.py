@@ -21,13 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from autotune.errors import UserError
+from autotune.outputs.results import describe_probe
 from autotune.rl.ppo import PpoBatch, largest_valid_at_most, valid_minibatch_sizes
-from autotune.rl.records import Recorder, describe_probe
+from autotune.rl.records import Recorder
 from autotune.rl.rrd import RrdBatch
 from autotune.rl.spec import NetSpec, PpoProbe, RrdProbe
 from autotune.run.probe_client import run_probe
 from autotune.tuning.batch import BatchDecision, decide_batch, headroom_batch
-from autotune.tuning.search import SearchOutcome, effective_budget, find_max_batch, fit_memory
+from autotune.tuning.memory_fit import effective_budget, fit_memory
+from autotune.tuning.search import SearchOutcome, find_max_batch
 from autotune.units import format_bytes
 from probes.protocol import ProbeRequest, ProbeResult
 
@@ -102,7 +104,9 @@ class _Counter:
     def run(self, request: ProbeRequest, label: str, row: Callable[[ProbeResult], None]) -> ProbeResult:
         self.count += 1
         result = run_probe(request, self.budget.probe_timeout_s)
-        log.info("probe %d (%s): %s", self.count, label, describe_probe(result))
+        log.info(
+            "probe %d (%s): %s", self.count, label, describe_probe(result, step_digits=4, say_reserved=False)
+        )
         row(result)
         return result
 

@@ -16,20 +16,10 @@ from autotune.outputs.results import FILES, append_rows, check_header, stamped
 from autotune.rl.ppo import PpoBatch
 from autotune.rl.rrd import RrdBatch
 from autotune.rl.spec import NetSpec
-from autotune.units import format_bytes
 from probes.protocol import ProbeResult
 
 RL_PROBES = "rl_probes.csv"
 PROFILE_VERSION = 1
-
-
-def describe_probe(r: ProbeResult) -> str:
-    if r.status == "ok":
-        return (
-            f"fits: peak {format_bytes(r.peak_reserved_bytes)}, {r.step_time_s:.4f} s/step, "
-            f"{r.samples_per_s:.1f} samples/s ({r.wall_s:.0f} s)"
-        )
-    return f"{r.status}: {r.message} ({r.wall_s:.0f} s)"
 
 
 def new_run_id() -> str:

@@ -87,36 +87,43 @@ def ppo_answer(
             "(rl_games/algos_torch/a2c_continuous.py); measure with --precision fp16 or fp32 to match it"
         )
     if measured is not None and budget is not None and net is not None:
-        d = measured.decision
-        answer["measured"] = {
-            **_conditions(budget, gpu_name, net),
-            "budget_bytes": measured.search.budget_bytes,
-            "max_fitting_minibatch": measured.search.max_batch,
-            "certified": measured.search.certified,
-            "whole_batch_fits": measured.search.capped,
-            "next_valid_minibatch": next(
-                (v for v in ppo.valid_minibatch_sizes if v > measured.search.max_batch), None
-            ),
-            "max_minibatch_size": measured.max_valid_minibatch,
-            "headroom_minibatch_size": measured.headroom_valid_minibatch,
-            "minibatch_size": measured.minibatch_size,
-            "samples_per_s": measured.samples_per_s,
-            "throughput": [
-                {
-                    "minibatch_size": p.batch_size,
-                    "samples_per_s": p.samples_per_s,
-                    "step_time_s": p.step_time_s,
-                    "peak_reserved_bytes": p.peak_reserved_bytes,
-                    "phase": p.phase,
-                }
-                for p in d.curve
-                if ppo.batch_size % p.batch_size == 0
-            ],
-            "soaks": [s.__dict__ for s in d.soaks],
-            "search": search_summary(measured.search),
-            "probes": measured.probes,
-        }
+        answer["measured"] = _ppo_measured(ppo, measured, budget, gpu_name, net)
     return answer
+
+
+def _ppo_measured(
+    ppo: P.PpoBatch, measured: PpoMeasurement, budget: Budget, gpu_name: str, net: NetSpec
+) -> dict[str, Any]:
+    """What ``--measure`` found: the largest fitting and valid minibatches, throughput and soaks."""
+    d = measured.decision
+    return {
+        **_conditions(budget, gpu_name, net),
+        "budget_bytes": measured.search.budget_bytes,
+        "max_fitting_minibatch": measured.search.max_batch,
+        "certified": measured.search.certified,
+        "whole_batch_fits": measured.search.capped,
+        "next_valid_minibatch": next(
+            (v for v in ppo.valid_minibatch_sizes if v > measured.search.max_batch), None
+        ),
+        "max_minibatch_size": measured.max_valid_minibatch,
+        "headroom_minibatch_size": measured.headroom_valid_minibatch,
+        "minibatch_size": measured.minibatch_size,
+        "samples_per_s": measured.samples_per_s,
+        "throughput": [
+            {
+                "minibatch_size": p.batch_size,
+                "samples_per_s": p.samples_per_s,
+                "step_time_s": p.step_time_s,
+                "peak_reserved_bytes": p.peak_reserved_bytes,
+                "phase": p.phase,
+            }
+            for p in d.curve
+            if ppo.batch_size % p.batch_size == 0
+        ],
+        "soaks": [s.__dict__ for s in d.soaks],
+        "search": search_summary(measured.search),
+        "probes": measured.probes,
+    }
 
 
 def print_ppo(a: dict[str, Any]) -> None:

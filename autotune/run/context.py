@@ -158,7 +158,7 @@ def check_study_storage(cfg: RunConfig) -> None:
     """Open the worker studies' storage (``studies/<policy>.db``, or the shared ``--storage``) once,
     before the first probe: a file there that is not an Optuna storage is one line now, not after the
     batch search has written its rows. Opening creates Optuna's tables in a new one, nothing else."""
-    from autotune.tuning.study import open_storage
+    from autotune.tuning.study_storage import open_storage
 
     open_storage(cfg.results / "studies" / f"{cfg.policy}.db", cfg.storage)
 

@@ -8,14 +8,15 @@ from typing import Any
 
 from autotune.nightly.alarm import Alert
 from autotune.nightly.check import check_profile, sound_alarm
-from autotune.outputs.profile import profile_path, up_to_date, write_profile
+from autotune.outputs.plots import draw_run
+from autotune.outputs.profile import Profile, profile_path, up_to_date, write_profile
 from autotune.run.config import RunConfig
 from autotune.run.context import RunContext, describe_run, open_run
 from autotune.run.eta import WorkPlan
 from autotune.run.prober import BATCH_MEASURE_STEPS, BATCH_WARMUP_STEPS, Prober
 from autotune.run.progress import Progress
 from autotune.run.record import run_record
-from autotune.run.stages.assemble import assemble
+from autotune.run.stages.assemble import assemble, charts
 from autotune.run.stages.feed import measure_feed
 from autotune.run.stages.input_bound import diagnose_input
 from autotune.run.stages.variant import pick_winner, tune_variant
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunOutcome:
-    profile: dict[str, Any]  # the new profile, or the current one when nothing changed
+    profile: Profile  # the new profile, or the current one when nothing changed
     fresh: bool  # tuned now (False: the existing profile was up to date)
     notes: list[str] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)  # changes beyond the noise, against history
@@ -68,14 +69,15 @@ def tune(ctx: RunContext) -> RunOutcome:
         workers = tune_workers(ctx, prober, winner, feed)
         bound = diagnose_input(ctx, prober, winner, workers, feed)
         profile = assemble(ctx, winner, outcomes, workers, feed, bound)
+        profile.plots = draw_run(charts(ctx, winner, workers))
         path = write_profile(cfg.results, profile)
         record.finish(profile, path)
     alerts = sound_alarm(ctx, record.row, workers.best.result)
-    share(ctx, record.row, profile.to_dict(), alerts)
-    return RunOutcome(profile.to_dict(), fresh=True, notes=list(profile.notes), alerts=alerts)
+    share(ctx, record.row, profile, alerts)
+    return RunOutcome(profile, fresh=True, notes=list(profile.notes), alerts=alerts)
 
 
-def share(ctx: RunContext, row: dict[str, Any], profile: dict[str, Any], alerts: list[Alert]) -> None:
+def share(ctx: RunContext, row: dict[str, Any], profile: Profile, alerts: list[Alert]) -> None:
     """With ``--storage``, the run's row, its profile and its regressions go to the shared database
     too (after the results folder has them: a storage that fails now loses nothing here)."""
     if ctx.cfg.storage is None:
@@ -83,7 +85,7 @@ def share(ctx: RunContext, row: dict[str, Any], profile: dict[str, Any], alerts:
     from autotune import fleet
 
     regressions = [a.text for a in alerts if a.kind == "regression"]
-    fleet.record(ctx.cfg.storage, {**ctx.writer.key, **row}, profile, regressions)
+    fleet.record(ctx.cfg.storage, {**ctx.writer.key, **row}, profile.to_dict(), regressions)
     log.info("run %s recorded in %s", ctx.run_id, fleet.shown(ctx.cfg.storage))
 
 

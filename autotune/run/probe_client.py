@@ -210,33 +210,9 @@ def _run_once(
         stderr_path = Path(tmp) / "stderr.txt"
         request_path.write_text(request.to_json())
         started = time.perf_counter()
-        with open(stderr_path, "w") as stderr:
-            with _live_lock:
-                if _stopping:
-                    raise Terminated()
-                proc = subprocess.Popen(
-                    [*launcher(request.world_size), "probes.child", str(request_path), str(result_path)],
-                    env=child_environment(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=stderr,
-                    stderr=stderr,
-                    start_new_session=True,
-                )
-                _live.add(proc.pid)
-            try:
-                if on_start is not None:
-                    on_start(proc.pid)
-                proc.wait(timeout=timeout_s)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                timed_out = True
-            except BaseException:
-                _kill_group(proc)  # Ctrl-C or SIGTERM in the tuner: take the probe down with it
-                raise
-            finally:
-                with _live_lock:
-                    _live.discard(proc.pid)
+        proc, timed_out = _start_and_wait(
+            request, request_path, result_path, stderr_path, timeout_s, on_start
+        )
         if _stopping:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -253,44 +229,97 @@ def _run_once(
                 wall_s=wall_s,
                 message=f"killed after {timeout_s:.0f} s without an answer (hung or far too slow)",
             ), False
-        if request.world_size > 1:
-            ranks = [result_path.with_name(f"result.rank{r}.json") for r in range(request.world_size)]
-            result = combine(
-                request, [ProbeResult.from_json(p.read_text()) if p.exists() else None for p in ranks]
+        answered = _answer(request, result_path, stderr_text, wall_s)
+        if answered is not None:
+            return answered, False
+        return _no_answer(request, proc.returncode, oom_kills_before, stderr_text, wall_s)
+
+
+def _start_and_wait(
+    request: ProbeRequest,
+    request_path: Path,
+    result_path: Path,
+    stderr_path: Path,
+    timeout_s: float,
+    on_start: Callable[[int], None] | None,
+) -> tuple[subprocess.Popen[bytes], bool]:
+    """Start the child in its own process group and wait for it; its group is killed on a timeout,
+    or when the tuner itself is interrupted. The process, and whether it timed out."""
+    with open(stderr_path, "w") as stderr:
+        with _live_lock:
+            if _stopping:
+                raise Terminated()
+            proc = subprocess.Popen(
+                [*launcher(request.world_size), "probes.child", str(request_path), str(result_path)],
+                env=child_environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                start_new_session=True,
             )
-            if result is not None:
-                result.wall_s = wall_s
-                if result.status == "error" and not result.message:
-                    result.message = _last_error_line(stderr_text)
-                return result, False
-        elif result_path.exists():
-            result = ProbeResult.from_json(result_path.read_text())
-            if result.status == "error" and not result.message:
-                result.message = _last_error_line(stderr_text)
-            return result, False
-        code = proc.returncode
-        oom_kills_after = _cgroup_oom_kills()
-        if (
-            code == -signal.SIGKILL
-            and None not in (oom_kills_before, oom_kills_after)
-            and (
-                oom_kills_after > oom_kills_before  # type: ignore[operator]
-            )
-        ):
-            # The kernel's out-of-memory killer killed a process in our cgroup meanwhile: this one.
-            return ProbeResult(
-                status="oom",
-                batch_size=request.batch_size,
-                wall_s=wall_s,
-                message="killed by the kernel's out-of-memory killer (out of host memory)",
-            ), False
-        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        if code == -signal.SIGKILL:
-            how += " (not by the out-of-memory killer)"
-        detail = _last_error_line(stderr_text)
+            _live.add(proc.pid)
+        try:
+            if on_start is not None:
+                on_start(proc.pid)
+            proc.wait(timeout=timeout_s)
+            return proc, False
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return proc, True
+        except BaseException:
+            _kill_group(proc)  # Ctrl-C or SIGTERM in the tuner: take the probe down with it
+            raise
+        finally:
+            with _live_lock:
+                _live.discard(proc.pid)
+
+
+def _answer(request: ProbeRequest, result_path: Path, stderr_text: str, wall_s: float) -> ProbeResult | None:
+    """The result the child (or every rank of a job) wrote, or None where it wrote none."""
+    if request.world_size > 1:
+        ranks = [result_path.with_name(f"result.rank{r}.json") for r in range(request.world_size)]
+        result = combine(
+            request, [ProbeResult.from_json(p.read_text()) if p.exists() else None for p in ranks]
+        )
+        if result is None:
+            return None
+        result.wall_s = wall_s
+    elif result_path.exists():
+        result = ProbeResult.from_json(result_path.read_text())
+    else:
+        return None
+    if result.status == "error" and not result.message:
+        result.message = _last_error_line(stderr_text)
+    return result
+
+
+def _no_answer(
+    request: ProbeRequest, code: int, oom_kills_before: int | None, stderr_text: str, wall_s: float
+) -> tuple[ProbeResult, bool]:
+    """A child that died before answering: the kernel's out-of-memory killer (out of host memory),
+    or an error; and whether a signal from outside killed it (worth one more try)."""
+    oom_kills_after = _cgroup_oom_kills()
+    if (
+        code == -signal.SIGKILL
+        and None not in (oom_kills_before, oom_kills_after)
+        and (
+            oom_kills_after > oom_kills_before  # type: ignore[operator]
+        )
+    ):
+        # The kernel's out-of-memory killer killed a process in our cgroup meanwhile: this one.
         return ProbeResult(
-            status="error",
+            status="oom",
             batch_size=request.batch_size,
             wall_s=wall_s,
-            message=f"the probe process {how} before answering" + (f": {detail}" if detail else ""),
-        ), code < 0
+            message="killed by the kernel's out-of-memory killer (out of host memory)",
+        ), False
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+    if code == -signal.SIGKILL:
+        how += " (not by the out-of-memory killer)"
+    detail = _last_error_line(stderr_text)
+    return ProbeResult(
+        status="error",
+        batch_size=request.batch_size,
+        wall_s=wall_s,
+        message=f"the probe process {how} before answering" + (f": {detail}" if detail else ""),
+    ), code < 0

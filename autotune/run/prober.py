@@ -7,13 +7,12 @@ from pathlib import Path
 
 from autotune.errors import ProbeError
 from autotune.estimate import estimate_request
-from autotune.outputs.results import probe_row, trial_row
+from autotune.outputs.results import describe_probe, probe_row, trial_row
 from autotune.run.config import Variant
 from autotune.run.context import RunContext
 from autotune.run.probe_client import run_probe
 from autotune.run.progress import Progress
 from autotune.tuning.study import TrialRecord
-from autotune.units import format_bytes
 from probes.protocol import ProbeRequest, ProbeResult
 
 log = logging.getLogger(__name__)
@@ -27,15 +26,6 @@ WORKER_WARMUP_STEPS = 1
 WORKER_MEASURE_STEPS = {"cuda": 8, "cpu": 3}
 WORKER_DRAIN_BUDGET_S = {"cuda": 120.0, "cpu": 30.0}
 DECODE_SAMPLES = 8
-
-
-def describe_probe(r: ProbeResult) -> str:
-    if r.status == "ok":
-        return (
-            f"fits: peak {format_bytes(r.peak_reserved_bytes)} reserved, "
-            f"{r.step_time_s:.3f} s/step, {r.samples_per_s:.1f} samples/s ({r.wall_s:.0f} s)"
-        )
-    return f"{r.status}: {r.message} ({r.wall_s:.0f} s)"
 
 
 class Prober:

@@ -93,66 +93,91 @@ def leave_with_parent(folder):
     threading.Thread(target=watch, daemon=True).start()
 
 
+class Meter:
+    """What the trainer's process uses: its resident-set growth over ``baseline`` (sampled every
+    5 ms), its workers' proportional memory, and on CUDA the caching allocator's peaks, with the
+    warm-up (up to the first optimizer step: cuDNN's algorithm search included) set apart."""
+
+    def __init__(self, baseline):
+        self.baseline = baseline
+        self.peak = self.workers = self.cuda_reserved = self.cuda_allocated = 0
+        self.warmup_peak = 0  # the warm-up's (CUDA: reserved; CPU: resident-set growth), set apart
+        self.warmed_up = False
+        self.torch = sys.modules.get("torch")
+        self.cuda = self.torch is not None and self.torch.cuda.is_available()
+        self.reset = self.torch.cuda.reset_peak_memory_stats if self.cuda else None
+        self.stop = threading.Event()
+        self.watcher = threading.Thread(target=self.watch, daemon=True)
+
+    def fold(self):
+        if self.cuda:
+            self.cuda_reserved = max(self.cuda_reserved, self.torch.cuda.max_memory_reserved())
+            self.cuda_allocated = max(self.cuda_allocated, self.torch.cuda.max_memory_allocated())
+
+    def install(self):
+        """Fold the peaks before lerobot-train resets them (it does, every step), and set the
+        warm-up apart after the first optimizer step of any optimizer (torch >= 2.0)."""
+        if self.cuda:
+            reset = self.reset
+
+            def reset_folded(*a, **k):
+                self.fold()
+                return reset(*a, **k)
+
+            self.torch.cuda.reset_peak_memory_stats = reset_folded
+        hooks = getattr(getattr(self.torch, "optim", None), "optimizer", None) if self.torch else None
+        if hooks is not None and hasattr(hooks, "register_optimizer_step_post_hook"):
+            hooks.register_optimizer_step_post_hook(self.end_warmup)
+        self.watcher.start()
+
+    def end_warmup(self, optimizer, args, kwargs):
+        # After the first optimizer step: the warm-up's peak apart, then the peaks start again.
+        if self.warmed_up:
+            return
+        self.warmed_up = True
+        if self.cuda:
+            self.fold()
+            self.warmup_peak = self.cuda_reserved
+            self.torch.cuda.empty_cache()  # cuDNN's algorithm search's scratch, cached since step 1
+            self.reset()
+            self.cuda_reserved = self.cuda_allocated = 0
+        else:
+            self.warmup_peak = max(self.peak, rss_bytes() - self.baseline)
+
+    def watch(self):
+        me, tick = os.getpid(), 0
+        while not self.stop.wait(0.005):
+            self.peak = max(self.peak, rss_bytes() - self.baseline)
+            tick += 1
+            if tick % 50 == 0:
+                self.workers = max(self.workers, sum(pss_bytes(p) for p in descendants(me)))
+
+    def finish(self, code, error):
+        """The result file's contents, once the trainer has returned."""
+        self.stop.set()
+        self.watcher.join(timeout=1.0)
+        self.fold()
+        high_water = peak_rss_bytes() - self.baseline
+        return {
+            "exit_code": code,
+            "error": error,
+            "baseline_bytes": self.baseline,
+            "peak_growth_bytes": max(self.peak, high_water),
+            "workers_pss_bytes": self.workers,
+            "cuda_peak_reserved_bytes": self.cuda_reserved,
+            "cuda_peak_allocated_bytes": self.cuda_allocated,
+            "warmup_peak_bytes": self.warmup_peak,
+            "warmed_up": self.warmed_up,
+        }
+
+
 def main():
     result_path, module_name = sys.argv[1], sys.argv[2]
     leave_with_parent(os.path.dirname(result_path))
     args = sys.argv[3:]
     module = importlib.import_module(module_name)
-    baseline = rss_bytes()
-    state = {
-        "peak": 0,
-        "workers": 0,
-        "cuda_reserved": 0,
-        "cuda_allocated": 0,
-        "warmup_peak": 0,  # the warm-up's (CUDA: reserved; CPU: resident-set growth), set apart
-        "warmed_up": False,
-    }
-    torch = sys.modules.get("torch")
-    cuda = torch is not None and torch.cuda.is_available()
-
-    def fold():
-        if cuda:
-            state["cuda_reserved"] = max(state["cuda_reserved"], torch.cuda.max_memory_reserved())
-            state["cuda_allocated"] = max(state["cuda_allocated"], torch.cuda.max_memory_allocated())
-
-    if cuda:
-        reset = torch.cuda.reset_peak_memory_stats
-
-        def reset_folded(*a, **k):
-            fold()
-            return reset(*a, **k)
-
-        torch.cuda.reset_peak_memory_stats = reset_folded
-
-    def end_warmup(optimizer, args, kwargs):
-        # After the first optimizer step: the warm-up's peak apart, then the peaks start again.
-        if state["warmed_up"]:
-            return
-        state["warmed_up"] = True
-        if cuda:
-            fold()
-            state["warmup_peak"] = state["cuda_reserved"]
-            torch.cuda.empty_cache()  # cuDNN's algorithm search's scratch, cached since step 1
-            reset()
-            state["cuda_reserved"] = state["cuda_allocated"] = 0
-        else:
-            state["warmup_peak"] = max(state["peak"], rss_bytes() - baseline)
-
-    optimizer_hooks = getattr(getattr(torch, "optim", None), "optimizer", None) if torch is not None else None
-    if optimizer_hooks is not None and hasattr(optimizer_hooks, "register_optimizer_step_post_hook"):
-        optimizer_hooks.register_optimizer_step_post_hook(end_warmup)  # every optimizer (torch >= 2.0)
-    stop = threading.Event()
-
-    def watch():
-        me, tick = os.getpid(), 0
-        while not stop.wait(0.005):
-            state["peak"] = max(state["peak"], rss_bytes() - baseline)
-            tick += 1
-            if tick % 50 == 0:
-                state["workers"] = max(state["workers"], sum(pss_bytes(p) for p in descendants(me)))
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    meter = Meter(rss_bytes())
+    meter.install()
     sys.argv = ["lerobot-train", *args]
     code, error = 0, ""
     try:
@@ -167,21 +192,7 @@ def main():
             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
         )
     finally:
-        stop.set()
-        watcher.join(timeout=1.0)
-        fold()
-        high_water = peak_rss_bytes() - baseline
-        result = {
-            "exit_code": code,
-            "error": error,
-            "baseline_bytes": baseline,
-            "peak_growth_bytes": max(state["peak"], high_water),
-            "workers_pss_bytes": state["workers"],
-            "cuda_peak_reserved_bytes": state["cuda_reserved"],
-            "cuda_peak_allocated_bytes": state["cuda_allocated"],
-            "warmup_peak_bytes": state["warmup_peak"],
-            "warmed_up": state["warmed_up"],
-        }
+        result = meter.finish(code, error)
         with open(result_path + ".tmp", "w") as f:
             json.dump(result, f)
         os.replace(result_path + ".tmp", result_path)

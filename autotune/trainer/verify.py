@@ -23,12 +23,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from autotune.errors import UserError
 from autotune.machine import fingerprint as fp
 from autotune.machine.devices import probe_environment
-from autotune.outputs.profile import profile_path, read_profile, rewrite_profile
+from autotune.outputs.profile import Profile, profile_path, read_profile, rewrite_profile
 from autotune.outputs.results import ResultsWriter
 from autotune.run.context import new_run_id
 from autotune.trainer.versions import Trainer, find_trainer
@@ -97,14 +96,14 @@ def parse_log(text: str) -> tuple[int | None, list[tuple[float, float]]]:
     return (int(params.group(1)) if params else None), steps
 
 
-def run_trainer(trainer: Trainer, profile: dict[str, Any], steps: int, timeout_s: float) -> TrainerRun:
+def run_trainer(trainer: Trainer, profile: Profile, steps: int, timeout_s: float) -> TrainerRun:
     """Run the profile's command in ``trainer`` for ``steps`` steps, isolated, and measure it."""
     assert trainer.python is not None
-    args = list(profile["lerobot_train_args"])
-    if profile["policy"] == "act":
+    args = list(profile.lerobot_train_args)
+    if profile.policy == "act":
         args.append("--policy.pretrained_backbone_weights=null")  # offline; the same memory and time
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(profile.get("lerobot_train_env", {}))
+    env.update(profile.lerobot_train_env)
     env.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     with tempfile.TemporaryDirectory(prefix="autotune-verify-") as tmp:
         result_path = Path(tmp) / "result.json"
@@ -149,7 +148,7 @@ def run_trainer(trainer: Trainer, profile: dict[str, Any], steps: int, timeout_s
         (line for line in reversed(lines) if "Error" in line or "error:" in line), lines[-1] if lines else ""
     )
     timed = timed[1:]  # the first step starts the DataLoader's workers
-    cuda = profile["fingerprint"].get("device_type") == "cuda"
+    cuda = profile.fingerprint.get("device_type") == "cuda"
     return TrainerRun(
         exit_code=measured.get("exit_code", proc.returncode if proc.returncode is not None else 1),
         timed_out=timed_out,
@@ -170,18 +169,18 @@ def warmup_text(run: TrainerRun) -> str:
     return f"warm-up peak {format_bytes(run.warmup_peak_bytes)} (up to the first optimizer step, set apart)"
 
 
-def judge(profile: dict[str, Any], run: TrainerRun) -> Verdict:
+def judge(profile: Profile, run: TrainerRun) -> Verdict:
     """Compare what lerobot-train did with what the profile promised."""
-    label = f"lerobot-train {profile.get('lerobot_version', '')}".strip()
+    label = f"lerobot-train {profile.lerobot_version}".strip()
     if run.timed_out or run.exit_code != 0:
         why = "did not finish in time" if run.timed_out else f"failed (exit {run.exit_code})"
         oom = "out of memory" in run.last_line.lower() or "OutOfMemoryError" in run.last_line
         return Verdict("failed", f"{label} {why}{' running out of memory' if oom else ''}: {run.last_line}")
-    cond = profile["conditions"]
-    budget = profile.get("budget_bytes") or cond["memory_limit_bytes"]
-    promised = (1 - cond["headroom"]) * budget
+    cond = profile.conditions
+    budget = profile.budget_bytes or cond.memory_limit_bytes
+    promised = (1 - cond.headroom) * budget
     differences = []
-    expected = profile.get("trainable_params") or 0
+    expected = profile.trainable_params or 0
     if run.learnable_params is None:
         differences.append(f"{label} logged no parameter count")
     elif expected and run.learnable_params != expected:
@@ -191,24 +190,24 @@ def judge(profile: dict[str, Any], run: TrainerRun) -> Verdict:
     if run.peak_bytes > promised:
         differences.append(
             f"peak memory {format_bytes(run.peak_bytes)}, over the {format_bytes(promised)} the profile "
-            f"promised ({cond['headroom']:.0%} headroom of {format_bytes(budget)})"
+            f"promised ({cond.headroom:.0%} headroom of {format_bytes(budget)})"
         )
     samples = (
-        profile["batch_size"] / (run.updt_s + run.data_s)
+        profile.batch_size / (run.updt_s + run.data_s)
         if run.updt_s is not None and run.data_s is not None
         else None
     )
     if samples is None:
         differences.append(f"{label} logged no timed steps; raise --steps")
-    elif abs(samples / profile["samples_per_s"] - 1) > SAMPLES_TOLERANCE:
+    elif abs(samples / profile.samples_per_s - 1) > SAMPLES_TOLERANCE:
         differences.append(
-            f"{samples:.2f} samples/s against the profile's {profile['samples_per_s']:.2f} "
-            f"({samples / profile['samples_per_s'] - 1:+.0%}; tolerance {SAMPLES_TOLERANCE:.0%})"
+            f"{samples:.2f} samples/s against the profile's {profile.samples_per_s:.2f} "
+            f"({samples / profile.samples_per_s - 1:+.0%}; tolerance {SAMPLES_TOLERANCE:.0%})"
         )
     summary = (
         f"peak {format_bytes(run.peak_bytes)} of {format_bytes(budget)} (promised at most {format_bytes(promised)})"
         + (f", {warmup_text(run)}" if run.warmup_peak_bytes else "")
-        + (f", {samples:.2f} samples/s (profile {profile['samples_per_s']:.2f})" if samples else "")
+        + (f", {samples:.2f} samples/s (profile {profile.samples_per_s:.2f})" if samples else "")
         + (f", {run.learnable_params:,} learnable parameters" if run.learnable_params else "")
     )
     if differences:
@@ -219,26 +218,26 @@ def judge(profile: dict[str, Any], run: TrainerRun) -> Verdict:
     return Verdict("verified", f"verified in {label}: {summary}")
 
 
-def check_machine(profile: dict[str, Any], path: Path, trainer: Trainer) -> None:
+def check_machine(profile: Profile, path: Path, trainer: Trainer) -> None:
     """The profile must come from this machine and be made for this trainer."""
-    device = profile["conditions"]["device"]
+    device = profile.conditions.device
     now = fp.take(device, probe_environment(), trainer.version)
-    changed = now.changes_from(profile.get("fingerprint", {}))
+    changed = now.changes_from(profile.fingerprint)
     if changed:
         raise UserError(
             f"{path} was tuned on another machine or setup ({', '.join(changed)} changed); re-tune here: "
-            f"autotune run --policy {profile['policy']} --force"
+            f"autotune run --policy {profile.policy} --force"
         )
-    made_for = profile.get("lerobot_version")
+    made_for = profile.lerobot_version
     if made_for and made_for != trainer.version:
         raise UserError(
             f"{path} was made for lerobot-train {made_for} and this is {trainer.version}; re-tune for it: "
-            f"autotune run --policy {profile['policy']} --force"
+            f"autotune run --policy {profile.policy} --force"
         )
-    root = profile["conditions"]["dataset"]
+    root = profile.conditions.dataset
     if not (Path(root) / "meta" / "info.json").exists():
         raise UserError(
-            f"{path}: its dataset {root} is gone; re-tune: autotune run --policy {profile['policy']}"
+            f"{path}: its dataset {root} is gone; re-tune: autotune run --policy {profile.policy}"
         )
 
 
@@ -256,10 +255,10 @@ def verify_profile(
     read = read_profile(results, policy)  # validated: a bad profile is one line naming the field
     if read is None:
         raise UserError(f"no {policy} profile in {path}; run: autotune run --policy {policy}")
-    profile = read.to_dict()
-    if profile.get("gpus", 1) > 1:
+    profile = read
+    if profile.gpus > 1:
         raise UserError(
-            f"the {policy} profile is for {profile['gpus']} GPUs under DDP and verify runs lerobot-train "
+            f"the {policy} profile is for {profile.gpus} GPUs under DDP and verify runs lerobot-train "
             "in one process; run the printed command yourself, or tune with --gpus 1 to verify"
         )
     trainer = trainer if trainer is not None and trainer.python is not None else find_trainer(lerobot)
@@ -269,7 +268,7 @@ def verify_profile(
             "pass --lerobot PATH to its lerobot-train or its environment"
         )
     check_machine(profile, path, trainer)
-    device_type = profile["fingerprint"].get("device_type", "cpu")
+    device_type = profile.fingerprint.get("device_type", "cpu")
     run = run_trainer(trainer, profile, steps or STEPS[device_type], timeout_s)
     verdict = judge(profile, run)
     record(results, profile, trainer, run, verdict)
@@ -279,50 +278,46 @@ def verify_profile(
     return 0 if verdict.status == "verified" else EXIT_DIFFERS
 
 
-def record(
-    results: Path, profile: dict[str, Any], trainer: Trainer, run: TrainerRun, verdict: Verdict
-) -> None:
+def record(results: Path, profile: Profile, trainer: Trainer, run: TrainerRun, verdict: Verdict) -> None:
     """A ``verify.csv`` row, and the verdict in the profile (rewritten atomically, never removed)."""
-    cond = profile["conditions"]
+    cond = profile.conditions
     samples = (
-        profile["batch_size"] / (run.updt_s + run.data_s)
+        profile.batch_size / (run.updt_s + run.data_s)
         if run.updt_s is not None and run.data_s is not None and run.updt_s + run.data_s > 0
         else None
     )
     key = {
         "run_id": new_run_id(),
         "timestamp": "",
-        "policy": profile["policy"],
-        "device": cond["device"],
-        "gpu_name": profile["fingerprint"].get("gpu_name", ""),
-        "precision": profile["precision"],
-        "grad_checkpointing": profile["grad_checkpointing"],
-        "cameras": cond["cameras"],
-        "image_h": cond["image_size"][0],
-        "image_w": cond["image_size"][1],
-        "memory_limit_bytes": cond["memory_limit_bytes"],
+        "policy": profile.policy,
+        "device": cond.device,
+        "gpu_name": profile.fingerprint.get("gpu_name", ""),
+        "precision": profile.precision,
+        "grad_checkpointing": profile.grad_checkpointing,
+        "cameras": cond.cameras,
+        "image_h": cond.image_size[0],
+        "image_w": cond.image_size[1],
+        "memory_limit_bytes": cond.memory_limit_bytes,
     }
     row = {
-        "profile_run_id": profile["run_id"],
+        "profile_run_id": profile.run_id,
         "lerobot_version": trainer.version,
         "status": verdict.status,
-        "batch_size": profile["batch_size"],
+        "batch_size": profile.batch_size,
         "steps": run.steps_timed,
         "learnable_params": run.learnable_params,
-        "trainable_params": profile.get("trainable_params") or None,
-        "promised_bytes": int(
-            (1 - cond["headroom"]) * (profile.get("budget_bytes") or cond["memory_limit_bytes"])
-        ),
+        "trainable_params": profile.trainable_params or None,
+        "promised_bytes": int((1 - cond.headroom) * (profile.budget_bytes or cond.memory_limit_bytes)),
         "peak_bytes": run.peak_bytes,
         "warmup_peak_bytes": run.warmup_peak_bytes,
-        "profile_peak_bytes": profile["peak_reserved_bytes"],
+        "profile_peak_bytes": profile.peak_reserved_bytes,
         "workers_pss_bytes": run.workers_pss_bytes,
         "updt_s": run.updt_s,
         "data_s": run.data_s,
         "samples_per_s": round(samples, 4) if samples else None,
-        "profile_updt_s": profile["updt_s"],
-        "profile_data_s": profile["data_s"],
-        "profile_samples_per_s": profile["samples_per_s"],
+        "profile_updt_s": profile.updt_s,
+        "profile_data_s": profile.data_s,
+        "profile_samples_per_s": profile.samples_per_s,
         "wall_s": round(run.wall_s, 3),
         "message": verdict.text,
     }
@@ -344,4 +339,4 @@ def record(
         "differences": verdict.differences,
         "checked_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    rewrite_profile(results, profile["policy"], {"verification": verification})
+    rewrite_profile(results, profile.policy, {"verification": verification})

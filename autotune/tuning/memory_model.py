@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from autotune.tuning.search import MemoryFit, SearchOutcome, fit_memory
+from autotune.tuning.memory_fit import MemoryFit, fit_memory
+from autotune.tuning.search import SearchOutcome
 
 
 @dataclass

@@ -110,28 +110,8 @@ def load_meta(root: Path | str) -> DatasetMeta:
     if not root.is_dir():
         raise dataset_error(root, "no such directory", ROOT_HINT)
     info_path = root / "meta" / "info.json"
-    info = read_json(info_path)
-    if not isinstance(info, dict):
-        raise dataset_error(info_path, "is not a JSON object", "restore the file from the original dataset")
-    for name in ("codebase_version", "fps", "features", "total_episodes", "total_frames", "data_path"):
-        if name not in info:
-            raise dataset_error(info_path, f"no {name!r} field", "restore the file from the original dataset")
-    version = info["codebase_version"]
-    if version not in SUPPORTED_VERSIONS:
-        raise dataset_error(
-            info_path,
-            f"codebase_version {version!r} is not supported (autotune reads v3.0 and v2.1)",
-            "convert the dataset with LeRobot's conversion scripts (lerobot.datasets.v30.convert_dataset_v21_to_v30)",
-        )
-    fps = info["fps"]
-    if not isinstance(fps, int | float) or fps <= 0 or int(fps) != fps:
-        raise dataset_error(info_path, f"fps is {fps!r}, expected a positive integer", REFETCH_HINT)
-    features = info["features"]
-    if not isinstance(features, dict):
-        raise dataset_error(info_path, "features is not an object", REFETCH_HINT)
-    for name in ("total_episodes", "total_frames"):
-        if not isinstance(info[name], int) or info[name] < 0:
-            raise dataset_error(info_path, f"{name} is {info[name]!r}, expected a count", REFETCH_HINT)
+    info = _read_info(info_path)
+    version, fps, features = info["codebase_version"], info["fps"], info["features"]
 
     state_dim = _vector_dim(info_path, features, STATE)
     action_dim = _vector_dim(info_path, features, ACTION)
@@ -148,7 +128,58 @@ def load_meta(root: Path | str) -> DatasetMeta:
         episodes, tasks = load_v30_episodes(root, info, video_keys)
     else:
         episodes, tasks = load_v21_episodes(root, info, video_keys)
+    _check_episode_ranges(root, info_path, info, episodes)
+    _check_files(episodes)
 
+    return DatasetMeta(
+        root=root,
+        version=version,
+        fps=int(fps),
+        camera_keys=camera_keys,
+        camera_shapes=shapes,
+        camera_storage=storage,
+        camera_codecs=_camera_codecs(features, camera_keys, storage, episodes),
+        state_dim=state_dim,
+        action_dim=action_dim,
+        total_episodes=info["total_episodes"],
+        total_frames=info["total_frames"],
+        episodes=episodes,
+        tasks=tasks,
+        robot_type=info.get("robot_type"),
+        features=features,
+    )
+
+
+def _read_info(info_path: Path) -> dict:
+    """``meta/info.json``, checked: every field the reader needs, a version it reads, a whole fps,
+    a features object and episode and frame counts."""
+    info = read_json(info_path)
+    if not isinstance(info, dict):
+        raise dataset_error(info_path, "is not a JSON object", "restore the file from the original dataset")
+    for name in ("codebase_version", "fps", "features", "total_episodes", "total_frames", "data_path"):
+        if name not in info:
+            raise dataset_error(info_path, f"no {name!r} field", "restore the file from the original dataset")
+    version = info["codebase_version"]
+    if version not in SUPPORTED_VERSIONS:
+        raise dataset_error(
+            info_path,
+            f"codebase_version {version!r} is not supported (autotune reads v3.0 and v2.1)",
+            "convert the dataset with LeRobot's conversion scripts (lerobot.datasets.v30.convert_dataset_v21_to_v30)",
+        )
+    fps = info["fps"]
+    if not isinstance(fps, int | float) or fps <= 0 or int(fps) != fps:
+        raise dataset_error(info_path, f"fps is {fps!r}, expected a positive integer", REFETCH_HINT)
+    if not isinstance(info["features"], dict):
+        raise dataset_error(info_path, "features is not an object", REFETCH_HINT)
+    for name in ("total_episodes", "total_frames"):
+        if not isinstance(info[name], int) or info[name] < 0:
+            raise dataset_error(info_path, f"{name} is {info[name]!r}, expected a count", REFETCH_HINT)
+    return info
+
+
+def _check_episode_ranges(root: Path, info_path: Path, info: dict, episodes: list[EpisodeRecord]) -> None:
+    """The episodes are as many as ``total_episodes`` and cover the frames in order, each from where
+    the one before ended, ``total_frames`` in all."""
     if len(episodes) != info["total_episodes"]:
         raise dataset_error(
             info_path,
@@ -175,6 +206,9 @@ def load_meta(root: Path | str) -> DatasetMeta:
             REFETCH_HINT,
         )
 
+
+def _check_files(episodes: list[EpisodeRecord]) -> None:
+    """Every data and video file the episodes reference exists and looks whole (each checked once)."""
     data_files = list(dict.fromkeys(ep.data_file for ep in episodes))
     for path in data_files:
         _check_parquet_file(path)
@@ -182,6 +216,12 @@ def load_meta(root: Path | str) -> DatasetMeta:
     for path in video_files:
         _check_mp4_file(path)
 
+
+def _camera_codecs(
+    features: dict, camera_keys: list[str], storage: dict[str, str], episodes: list[EpisodeRecord]
+) -> dict[str, str | None]:
+    """Each camera's video codec, from its feature's info or else read from its first video; None
+    for cameras stored as images."""
     codecs: dict[str, str | None] = {}
     for key in camera_keys:
         block = features[key].get("info") or features[key].get("video_info") or {}
@@ -189,21 +229,4 @@ def load_meta(root: Path | str) -> DatasetMeta:
         if storage[key] == "video" and codec is None and episodes:
             codec = _probe_codec(episodes[0].videos[key].path)
         codecs[key] = codec if storage[key] == "video" else None
-
-    return DatasetMeta(
-        root=root,
-        version=version,
-        fps=int(fps),
-        camera_keys=camera_keys,
-        camera_shapes=shapes,
-        camera_storage=storage,
-        camera_codecs=codecs,
-        state_dim=state_dim,
-        action_dim=action_dim,
-        total_episodes=info["total_episodes"],
-        total_frames=info["total_frames"],
-        episodes=episodes,
-        tasks=tasks,
-        robot_type=info.get("robot_type"),
-        features=features,
-    )
+    return codecs

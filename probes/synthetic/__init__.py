@@ -7,7 +7,8 @@ crf 30; or H.264 / HEVC). A v3.0 dataset packs many episodes into each data and 
 episode's video starting with a keyframe and located by its ``from_timestamp``, exactly as
 LeRobot's concatenation leaves it.
 
-- :mod:`.writer`: :func:`write_synthetic_dataset`, settings checked by :class:`.spec.SyntheticSpec`.
+- :mod:`.writer`: :func:`write_synthetic_dataset`, settings checked by :class:`.spec.SyntheticSpec`;
+  :mod:`.episodes`: the episodes that share one file, written.
 - :mod:`.content`: the frames and joint trajectories; :mod:`.video`: encoding and concatenation.
 - :mod:`.stats`: LeRobot's feature statistics; :mod:`.meta` and :mod:`.files`: the files written.
 """

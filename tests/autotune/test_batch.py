@@ -178,7 +178,7 @@ def test_a_search_that_fitted_at_one_size_only_gets_a_second_size_for_the_memory
 
 
 def test_a_search_certified_from_the_estimate_at_one_fitting_size_keeps_its_headroom() -> None:
-    from autotune.tuning.search import MemoryFit
+    from autotune.tuning.memory_fit import MemoryFit
 
     base = FakeProbe(DEFAULT_CURVE, 4 * GiB)  # 1 GiB + 10 MiB per sample: 307 fits 4 GiB, 308 does not
     estimate = MemoryFit(fixed_bytes=1 * GiB, per_sample_bytes=10 * MiB, points=13)
@@ -195,7 +195,7 @@ def test_a_search_certified_from_the_estimate_at_one_fitting_size_keeps_its_head
 
 
 def test_a_line_through_adjacent_sizes_is_anchored_at_half_before_the_headroom_is_placed() -> None:
-    from autotune.tuning.search import MemoryFit
+    from autotune.tuning.memory_fit import MemoryFit
 
     # Flat, then steep: a line through 59 and 60 alone, one MiB of noise apart, would put the
     # headroom far off; anchored at 30 it lands within a size of the truth.

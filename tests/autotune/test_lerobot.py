@@ -11,7 +11,7 @@ from autotune.trainer.versions import RELEASES, Trainer
 from probes import catalogue
 from probes.protocol import ModelSpec
 
-SMALL = {"dim_model": 64, "dim_feedforward": 128}
+SMALL = catalogue.cut_down("act", "narrow")
 
 
 def setting(**changes: object) -> Setting:

@@ -3,19 +3,23 @@ the worker study and the variant choice weighed against it, with seeded fake pro
 
 from __future__ import annotations
 
+import json
 import math
 import random
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from autotune.outputs.profile import Profile
 from autotune.outputs.summary import print_profile
 from autotune.run.config import Variant
 from autotune.run.stages.variant import VariantOutcome, choose_variant
 from autotune.tuning import noise
 from autotune.tuning.batch import decide_batch
 from autotune.tuning.search import find_max_batch
-from autotune.tuning.study import LEROBOT_DEFAULT_PREFETCH, StudyOutcome, TrialRecord, confirm_best
+from autotune.tuning.study import LEROBOT_DEFAULT_PREFETCH, StudyOutcome, TrialRecord
+from autotune.tuning.worker_choice import confirm_best
 from probes.protocol import ProbeResult
 from tests.fakes import FakeProbe, GiB, MiB, linear
 
@@ -279,7 +283,8 @@ def test_without_lerobots_default_the_setting_using_least_host_memory_within_the
 
 
 def test_a_variant_inside_the_noise_does_not_displace_the_one_asked_for() -> None:
-    from autotune.tuning.batch import BatchDecision, ThroughputPoint
+    from autotune.tuning.batch import BatchDecision
+    from autotune.tuning.throughput import ThroughputPoint
 
     def outcome(variant: Variant, batch: int, rate: float) -> VariantOutcome:
         decision = BatchDecision(batch_size=batch, headroom_batch=batch)
@@ -304,8 +309,9 @@ def test_a_variant_inside_the_noise_does_not_displace_the_one_asked_for() -> Non
 
 
 def test_what_checkpointing_costs_in_speed_is_given_with_its_spread() -> None:
-    from autotune.run.stages.assemble import comparison_notes
-    from autotune.tuning.batch import BatchDecision, ThroughputPoint
+    from autotune.run.stages.notes import comparison_notes
+    from autotune.tuning.batch import BatchDecision
+    from autotune.tuning.throughput import ThroughputPoint
 
     def outcome(variant: Variant, batch: int, rate: float) -> VariantOutcome:
         decision = BatchDecision(batch_size=batch, headroom_batch=batch)
@@ -334,19 +340,11 @@ def test_what_checkpointing_costs_in_speed_is_given_with_its_spread() -> None:
 # --- what a person reads -------------------------------------------------------------------------
 
 
-def profile(**changes) -> dict:
-    base = {
-        "policy": "act", "run_id": "r1", "created_at": "now", "precision": "fp32",
-        "grad_checkpointing": False, "max_batch_size": 25, "certified": True, "batch_size": 20,
-        "peak_reserved_bytes": 1 * GiB, "num_workers": 4, "prefetch_factor": 4, "data_s": 0.1,
-        "updt_s": 1.0, "samples_per_s": 1.64, "search": {"probes": 4}, "notes": [],
-        "fingerprint": {"cpu_model": "x", "cpu_cores": 2, "torch_version": "2"},
-        "conditions": {"image_size": [96, 128], "memory_limit_bytes": 2 * GiB, "device": "cpu",
-                       "cameras": 2, "headroom": 0.1},
-        "lerobot_default": {"num_workers": 4, "prefetch_factor": 4, "samples_per_s": 1.64},
-        "speedup_vs_default": 1.0, "lerobot_train_command": "lerobot-train",
-    }  # fmt: skip
-    return {**base, **changes}
+def profile(**changes: object) -> Profile:
+    """A real profile (tests/autotune/data/act-profile.json, a CPU run) with ``changes``."""
+    data = json.loads((Path(__file__).parent / "data" / "act-profile.json").read_text())
+    default = {"num_workers": 4, "prefetch_factor": 4, "data_s": 0.1, "updt_s": 1.0, "samples_per_s": 1.64}
+    return Profile.from_dict({**data, "lerobot_default": default, **changes})
 
 
 def test_the_summary_gives_the_speedup_with_its_spread_or_no_measurable_difference(capsys) -> None:

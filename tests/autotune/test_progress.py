@@ -6,6 +6,7 @@ import logging
 
 from autotune.run.eta import WorkPlan
 from autotune.run.progress import Progress
+from probes.catalogue import cut_down
 from probes.protocol import ProbeResult
 
 MiB = 1024**2
@@ -71,8 +72,9 @@ def test_the_hints_leave_out_what_the_run_already_does() -> None:
     from autotune.run.config import RunConfig
     from autotune.run.pipeline import quicker
 
-    cut_down = {"dim_model": 64, "dim_feedforward": 128, "n_encoder_layers": 1, "n_vae_encoder_layers": 1}
-    small = RunConfig(policy="act", device="cpu", precision="fp32", policy_overrides=cut_down, trials=3)
+    small = RunConfig(
+        policy="act", device="cpu", precision="fp32", policy_overrides=cut_down("act", "quick"), trials=3
+    )
     assert quicker(small, (48, 64), "synthetic") == ["or run on a GPU"]
     full = RunConfig(policy="act", device="cpu", precision="fp32", trials=8, mission_precision="fp32")
     hints = quicker(full, (480, 640), "synthetic")

@@ -9,7 +9,8 @@ import pytest
 
 from autotune.errors import ProbeError
 from autotune.tuning.baselines import accelerate_shrink, lightning_binsearch
-from autotune.tuning.search import DEFAULT_MAX_BATCH, find_max_batch, fit_memory
+from autotune.tuning.memory_fit import fit_memory
+from autotune.tuning.search import DEFAULT_MAX_BATCH, find_max_batch
 from probes.protocol import ProbeResult
 from tests.fakes import FakeProbe, GiB, MiB, linear, quadratic, stepped
 

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from autotune.errors import ProbeError
-from autotune.tuning.search import DEFAULT_MAX_BATCH, MemoryFit, find_max_batch
+from autotune.tuning.memory_fit import MemoryFit
+from autotune.tuning.search import DEFAULT_MAX_BATCH, find_max_batch
 from probes.protocol import AMBIGUOUS_OOM, KERNEL_LIMIT, ProbeResult
 from tests.fakes import FakeProbe, GiB, MiB, linear, quadratic, stepped
 
@@ -163,7 +164,6 @@ def test_the_profile_records_the_kernels_limit_and_its_note(
         cfg=cfg, run_id="r1", fingerprint=SimpleNamespace(to_dict=dict), conditions={}, policy_args=[],
         backend="rebuilt", data=SimpleNamespace(kind="user", repo_id="me/data", root=tmp_path, version="v3.0"),
     )  # fmt: skip
-    monkeypatch.setattr(A, "plots", lambda *args: {})
     profile = A.assemble(ctx, winner, [winner], workers, None, None)
     assert profile.search["limit_batch_size"] == 1500
     assert profile.search["limit_reason"] == INVALID_CONFIGURATION

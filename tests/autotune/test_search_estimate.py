@@ -9,7 +9,9 @@ from collections.abc import Callable
 import pytest
 
 from autotune.tuning.baselines import lightning_binsearch
-from autotune.tuning.search import GUARD_BRACKET, MemoryFit, find_max_batch
+from autotune.tuning.memory_fit import MemoryFit
+from autotune.tuning.next_probe import GUARD_BRACKET
+from autotune.tuning.search import find_max_batch
 from tests.fakes import FakeProbe, GiB, MiB, linear
 
 

@@ -14,10 +14,11 @@ from autotune.run.pipeline import progress_for
 from autotune.run.prober import Prober
 from autotune.run.stages.input_bound import diagnose_input
 from autotune.run.stages.variant import VariantOutcome
-from autotune.tuning.batch import BatchDecision, ThroughputPoint
+from autotune.tuning.batch import BatchDecision
 from autotune.tuning.feed_model import FeedModel
 from autotune.tuning.search import SearchOutcome
 from autotune.tuning.study import StudyOutcome, TrialRecord
+from autotune.tuning.throughput import ThroughputPoint
 from probes.protocol import ProbeResult
 from tests.cli import SMALL_ACT
 

@@ -7,6 +7,7 @@ import pytest
 
 from autotune.errors import ProbeError, UserError
 from autotune.tuning.study import run_study
+from autotune.tuning.study_storage import open_study, take_over
 from probes.protocol import ProbeResult
 
 
@@ -132,3 +133,31 @@ def test_a_file_that_is_not_a_study_is_one_line_and_left_alone(tmp_path) -> None
         run_study(FakeLoader(), storage_path=junk, study_name="x", n_trials=1, max_workers=2)
     assert "\n" not in str(err.value) and "move it aside" in str(err.value)
     assert junk.read_bytes() == b"not a database, just bytes" * 100
+
+
+def test_a_running_trial_a_dead_run_left_is_failed_and_queued_again(tmp_path) -> None:
+    dead = optuna.create_study(study_name="x", storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
+    orphan = dead.ask()
+    orphan.suggest_int("num_workers", 1, 8)
+    orphan.suggest_categorical("prefetch_factor", (1, 2, 4, 8))
+    study = open_study(tmp_path / "s.db", "x", seed=0)  # a new run: its own Study object
+    assert take_over(study) == 1
+    assert study.trials[orphan.number].state == optuna.trial.TrialState.FAIL
+    assert take_over(study) == 0  # nothing is left running
+    fake = FakeLoader()
+    outcome = run_study(fake, storage_path=tmp_path / "s.db", study_name="x", n_trials=2, max_workers=8)
+    setting = (orphan.params["num_workers"], orphan.params["prefetch_factor"])
+    assert fake.calls[0] == setting and fake.calls.count(setting) == 1
+    assert [t.setting for t in outcome.trials].count(setting) == 1
+
+
+def test_on_shared_storage_a_running_trial_without_a_stale_heartbeat_is_left_alone(tmp_path) -> None:
+    other = optuna.create_study(
+        study_name="x", storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize"
+    )
+    running = other.ask()  # another machine's trial, under way
+    running.suggest_int("num_workers", 0, 8)
+    study = open_study(tmp_path / "s.db", "x", seed=0)
+    assert take_over(study, shared=True) == 0
+    assert study.trials[running.number].state == optuna.trial.TrialState.RUNNING
+    assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from autotune.outputs.profile import Profile
 from autotune.trainer.verify import SHIM, TrainerRun, judge
 
 MiB = 1024**2
@@ -87,14 +88,21 @@ def run(peak: int, warmup: int) -> TrainerRun:
     )  # fmt: skip
 
 
-PROFILE = {
-    "lerobot_version": "0.6.1",
-    "conditions": {"memory_limit_bytes": 1024 * MiB, "headroom": 0.1},
-    "budget_bytes": 1000 * MiB,
-    "trainable_params": 10,
-    "batch_size": 10,
-    "samples_per_s": 100.0,
-}
+def real_profile(**changes: object) -> Profile:
+    """The tests' real CPU profile (data/act-profile.json) with ``changes``; ``conditions`` merge."""
+    data = json.loads((Path(__file__).parent / "data" / "act-profile.json").read_text())
+    conditions = {**data["conditions"], **changes.pop("conditions", {})}  # type: ignore[dict-item]
+    return Profile.from_dict({**data, **changes, "conditions": conditions})
+
+
+PROFILE = real_profile(
+    lerobot_version="0.6.1",
+    conditions={"memory_limit_bytes": 1024 * MiB, "headroom": 0.1},
+    budget_bytes=1000 * MiB,
+    trainable_params=10,
+    batch_size=10,
+    samples_per_s=100.0,
+)
 
 
 def test_the_verdict_prints_the_warm_up_peak_apart_and_judges_the_steady_one() -> None:
@@ -114,11 +122,13 @@ def test_verify_csv_and_the_profile_have_the_warm_up_peak_beside_the_peak(
     from autotune.trainer import verify
 
     assert VERIFY_COLUMNS.index("warmup_peak_bytes") == VERIFY_COLUMNS.index("peak_bytes") + 1
-    profile = {
-        **PROFILE, "policy": "act", "run_id": "r0", "precision": "bf16", "grad_checkpointing": True,
-        "fingerprint": {"gpu_name": "H200"}, "peak_reserved_bytes": 480 * MiB, "updt_s": 0.1, "data_s": 0.0,
-        "conditions": {**PROFILE["conditions"], "device": "cuda:0", "cameras": 2, "image_size": [480, 640]},
-    }  # fmt: skip
+    profile = real_profile(
+        lerobot_version="0.6.1", budget_bytes=1000 * MiB, trainable_params=10, batch_size=10,
+        samples_per_s=100.0, policy="act", run_id="r0", precision="bf16", grad_checkpointing=True,
+        fingerprint={"gpu_name": "H200"}, peak_reserved_bytes=480 * MiB, updt_s=0.1, data_s=0.0,
+        conditions={"memory_limit_bytes": 1024 * MiB, "headroom": 0.1, "device": "cuda:0", "cameras": 2,
+                    "image_size": [480, 640]},
+    )  # fmt: skip
     rewritten: list[dict] = []
     monkeypatch.setattr(verify, "rewrite_profile", lambda results, policy, changes: rewritten.append(changes))
     trained = run(peak=500 * MiB, warmup=950 * MiB)

@@ -9,19 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from probes.catalogue import cut_down
 from tests.cli import SMALL_ACT, autotune, set_flags
 
 pytestmark = pytest.mark.slow
 
 SMALL_ACT_FLAGS = set_flags(SMALL_ACT)
 
-SMALL_SMOLVLA = [
-    "--set", "resize_imgs_with_padding=64x64", "--set", "tokenizer_max_length=16", "--set", "vision_hidden=64",
-    "--set", "vision_layers=2", "--set", "vision_heads=2", "--set", "vision_mlp=128",
-    "--set", "vision_patch_size=8", "--set", "vision_image_size=64", "--set", "scale_factor=2",
-    "--set", "text_layers=4", "--set", "num_vlm_layers=2", "--set", "text_hidden=64", "--set", "text_mlp=128",
-    "--set", "text_heads=4", "--set", "text_kv_heads=2", "--set", "text_head_dim=16", "--set", "vocab_size=1000",
-]  # fmt: skip
+SMALL_SMOLVLA = set_flags(cut_down("smolvla", "tiny"))
 
 
 def test_smolvla_runs_end_to_end_with_a_target_batch(tmp_path: Path) -> None:

@@ -8,30 +8,13 @@ import pytest
 import torch
 
 from autotune.run.probe_client import run_probe
+from probes.catalogue import cut_down
 from probes.estimate import BLOCK_BYTES, LiveBytes, rounded, run_estimate_probe, segment_waste
 from probes.protocol import ModelSpec, ProbeRequest
 
 MiB = 1024**2
-CUT_ACT = {"dim_model": 64, "dim_feedforward": 128, "n_encoder_layers": 1, "n_vae_encoder_layers": 1}
-CUT_SMOLVLA = {
-    "resize_imgs_with_padding": (64, 64),
-    "tokenizer_max_length": 16,
-    "vision_hidden": 64,
-    "vision_layers": 2,
-    "vision_heads": 2,
-    "vision_mlp": 128,
-    "vision_patch_size": 8,
-    "vision_image_size": 64,
-    "scale_factor": 2,
-    "text_layers": 4,
-    "num_vlm_layers": 2,
-    "text_hidden": 64,
-    "text_mlp": 128,
-    "text_heads": 4,
-    "text_kv_heads": 2,
-    "text_head_dim": 16,
-    "vocab_size": 1000,
-}
+CUT_ACT = cut_down("act", "quick")
+CUT_SMOLVLA = cut_down("smolvla", "tiny")
 
 
 def test_storages_are_counted_in_allocator_blocks_until_they_die() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from probes.device import HostMemoryExceeded, error_kind, is_out_of_memory
+from probes.device_errors import HostMemoryExceeded, error_kind, is_out_of_memory
 from probes.protocol import AMBIGUOUS_OOM, KERNEL_LIMIT, ModelSpec, ProbeRequest, ProbeResult
 from tests.cli import SMALL_ACT
 

@@ -35,12 +35,12 @@ def test_writer_reuses_a_complete_dataset_and_never_leaves_a_partial_one(
     with pytest.raises(FileExistsError, match="episodes"):
         _write(small_v30, cameras=1, episodes=3, episode_length=6)
 
-    import probes.synthetic.writer as writer
+    import probes.synthetic.episodes as episodes
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(writer, "write_parquet", interrupted)
+    monkeypatch.setattr(episodes, "write_parquet", interrupted)
     target = tmp_path / "interrupted"
     with pytest.raises(KeyboardInterrupt):
         _write(target, cameras=1, episodes=1)

@@ -1,4 +1,5 @@
-"""Assemble the profile from what the stages measured: the numbers, the notes, the plots, the command."""
+"""Assemble the profile from what the stages measured: the numbers, the notes, the command; and what
+its plots draw. Nothing here writes a file."""
 
 from __future__ import annotations
 
@@ -6,16 +7,18 @@ import datetime as dt
 from dataclasses import asdict
 from typing import Any
 
-from autotune.outputs.plots import plot_batch, plot_workers
+from autotune.outputs.plots import RunCharts
 from autotune.outputs.profile import Comparison, Profile, WorkerSetting
 from autotune.run.context import RunContext
-from autotune.run.stages.variant import VariantOutcome, variant_label, variant_noise
+from autotune.run.stages.notes import run_notes
+from autotune.run.stages.variant import VariantOutcome
 from autotune.trainer.command import PENDING_CHECKPOINTING, Setting, command
 from autotune.trainer.versions import RELEASES, Trainer
 from autotune.tuning.feed_model import FeedModel, InputBound
-from autotune.tuning.noise import NO_DIFFERENCE, Decision, Verdict, judge, single
-from autotune.tuning.study import StudyOutcome
-from autotune.units import format_bytes
+from autotune.tuning.noise import Decision
+from autotune.tuning.search import SearchOutcome
+from autotune.tuning.study import StudyOutcome, TrialRecord
+from probes.protocol import ProbeResult
 
 
 def assemble(
@@ -31,13 +34,7 @@ def assemble(
     assert decision is not None
     batch = decision.batch_size
     best, default = workers.best, workers.lerobot_default
-    measured = decision.soak_result or search.result_at(batch)
-    if measured is not None and measured.fits:
-        peak_alloc, peak_reserved = measured.peak_allocated_bytes, measured.peak_reserved_bytes
-    elif winner.model is not None:
-        peak_alloc = peak_reserved = int(winner.model.fixed_bytes + winner.model.per_sample_bytes * batch)
-    else:
-        peak_alloc, peak_reserved = best.result.peak_allocated_bytes, best.result.peak_reserved_bytes
+    peak_alloc, peak_reserved = peaks(winner, best.result)
     at_max = search.result_at(search.max_batch)
     train = command(
         cfg.trainer,
@@ -75,38 +72,14 @@ def assemble(
         throughput_curve=[asdict(p) for p in decision.curve],
         soaks=[asdict(s) for s in decision.soaks],
         comparisons=[comparison(o) for o in outcomes],
-        lerobot_default=(
-            WorkerSetting(
-                num_workers=default.num_workers,
-                prefetch_factor=default.prefetch_factor,
-                data_s=default.result.data_s,
-                updt_s=default.result.updt_s,
-                samples_per_s=default.result.samples_per_s,
-            )
-            if default
-            else None
-        ),
+        lerobot_default=worker_setting(default) if default else None,
         speedup_vs_default=speedup,
         speedup_vs_default_spread=spread,
         speedup_vs_default_pairs=pairs,
         decisions=[d.to_dict() for d in decisions(winner, workers)],
-        search={
-            "probes": len(search.probes),
-            "probed_batch_sizes": [p.batch_size for p in search.probes],
-            "wall_s": round(sum(p.wall_s for p in search.probes), 3),
-            "limit_batch_size": search.limit_batch_size,
-            "limit_reason": search.limit_reason,
-        },
-        study={
-            "trials": len(workers.trials),
-            "storage": workers.storage,
-            "study_name": workers.study_name,
-            "repeats": len(workers.repeats),
-            "wall_s": round(
-                sum(t.result.wall_s for t in [*workers.trials, *workers.repeats] if not t.resumed), 3
-            ),
-        },
-        plots=plots(ctx, winner, workers),
+        search=search_summary(search),
+        study=study_summary(workers),
+        plots={},  # drawn beside the profile: pipeline's draw_run(charts(...))
         loader_model=asdict(feed) if feed else None,
         input_bound=bound.to_dict() if bound else None,
         lerobot_train_args=train.args,
@@ -125,6 +98,53 @@ def assemble(
         total_params=measured_params.total_params if measured_params else 0,
         notes=notes,
     )
+
+
+def peaks(winner: VariantOutcome, best: ProbeResult) -> tuple[int, int]:
+    """Peak allocated and reserved bytes at the recommended batch: its soak (or its probe), else the
+    memory model's prediction, else the best worker trial's."""
+    decision = winner.decision
+    assert decision is not None
+    batch = decision.batch_size
+    measured = decision.soak_result or winner.search.result_at(batch)
+    if measured is not None and measured.fits:
+        return int(measured.peak_allocated_bytes), int(measured.peak_reserved_bytes)
+    if winner.model is not None:
+        peak = int(winner.model.fixed_bytes + winner.model.per_sample_bytes * batch)
+        return peak, peak
+    return int(best.peak_allocated_bytes), int(best.peak_reserved_bytes)
+
+
+def worker_setting(record: TrialRecord) -> WorkerSetting:
+    return WorkerSetting(
+        num_workers=record.num_workers,
+        prefetch_factor=record.prefetch_factor,
+        data_s=record.result.data_s,
+        updt_s=record.result.updt_s,
+        samples_per_s=record.result.samples_per_s,
+    )
+
+
+def search_summary(search: SearchOutcome) -> dict[str, Any]:
+    return {
+        "probes": len(search.probes),
+        "probed_batch_sizes": [p.batch_size for p in search.probes],
+        "wall_s": round(sum(p.wall_s for p in search.probes), 3),
+        "limit_batch_size": search.limit_batch_size,
+        "limit_reason": search.limit_reason,
+    }
+
+
+def study_summary(workers: StudyOutcome) -> dict[str, Any]:
+    return {
+        "trials": len(workers.trials),
+        "storage": workers.storage,
+        "study_name": workers.study_name,
+        "repeats": len(workers.repeats),
+        "wall_s": round(
+            sum(t.result.wall_s for t in [*workers.trials, *workers.repeats] if not t.resumed), 3
+        ),
+    }
 
 
 def speedup_vs_default(workers: StudyOutcome) -> tuple[float | None, float | None, int]:
@@ -203,54 +223,6 @@ def beside_answer(ctx: RunContext, outcome: VariantOutcome) -> dict[str, Any]:
     return answer
 
 
-def run_notes(
-    ctx: RunContext,
-    winner: VariantOutcome,
-    outcomes: list[VariantOutcome],
-    workers: StudyOutcome,
-    peak_reserved: int,
-) -> list[str]:
-    """Caveats a person should read beside the numbers."""
-    cfg = ctx.cfg
-    decision = winner.decision
-    assert decision is not None
-    batch = decision.batch_size
-    notes = []
-    if ctx.data.kind == "synthetic":
-        notes.append(
-            "tuned on autotune's synthetic dataset: point --dataset.repo_id/--dataset.root at "
-            "your own data (or tune with --dataset) before training"
-        )
-    if winner.search.capped:
-        notes.append(f"the search stopped at --max-batch {cfg.max_batch} without running out of memory")
-    notes.extend(winner.search.notes)  # a kernel's limit, ambiguous out-of-memory taken as one
-    budget = winner.search.budget_bytes  # the cap the probes really had
-    if peak_reserved > (1 - cfg.headroom) * budget:
-        notes.append(
-            f"the {cfg.headroom:.0%} headroom cannot be kept: batch {batch} already peaks at "
-            f"{format_bytes(peak_reserved)} of the {format_bytes(budget)} budget"
-        )
-    if decision.lowered_by_soak:
-        failed = [s for s in decision.soaks if s.lowered]
-        notes.append(
-            "the soak lowered the batch: "
-            + ", ".join(f"batch {s.batch_size} failed ({s.reason})" for s in failed)
-        )
-    # Each comparison that could have changed the answer, with its figures and spread.
-    for d in (decision.decision, winner.choice):
-        if d is not None and d.challenger and (d.pairs or d.chosen != d.default):
-            notes.append(d.text)
-    undrained = [t for t in workers.trials if t.result.fits and not t.result.drained]
-    if undrained:
-        notes.append(
-            f"{len(undrained)} worker trial(s) stopped before their prefetched batches were used "
-            "up; their data_s may be optimistic"
-        )
-    if len(outcomes) > 1:
-        notes.extend(comparison_notes(outcomes, winner.choice))
-    return notes
-
-
 def comparison(o: VariantOutcome) -> Comparison:
     d = o.decision
     return Comparison(
@@ -264,55 +236,11 @@ def comparison(o: VariantOutcome) -> Comparison:
     )
 
 
-def comparison_notes(outcomes: list[VariantOutcome], choice: Decision | None = None) -> list[str]:
-    """What gradient checkpointing costs in speed (with its spread, against the noise) and buys in
-    memory, per precision."""
-    notes = []
-    by_key = {(o.variant.precision, o.variant.grad_checkpointing): o for o in outcomes}
-    for precision in dict.fromkeys(o.variant.precision for o in outcomes):
-        on, off = by_key.get((precision, True)), by_key.get((precision, False))
-        if not on or not off or not on.decision or not off.decision:
-            continue
-        text = f"{precision}: checkpointing fits batch {on.search.max_batch} against {off.search.max_batch} without"
-        if on.model and off.model:
-            text += (
-                f" ({format_bytes(on.model.per_sample_bytes)} per sample against "
-                f"{format_bytes(off.model.per_sample_bytes)})"
-            )
-        if off.samples_per_s > 0 and on.samples_per_s > 0:
-            verdict = checkpointing_verdict(on, off, outcomes, choice)
-            text += f", at {verdict.figures()} the samples/s"
-            text += "" if verdict.clears else f": {NO_DIFFERENCE}"
-        notes.append(text)
-    return notes
-
-
-def checkpointing_verdict(
-    on: VariantOutcome, off: VariantOutcome, outcomes: list[VariantOutcome], choice: Decision | None
-) -> Verdict:
-    """Checkpointing on against off, in samples/s: from the paired runs where the variant choice
-    measured these two against each other, else from their single figures, against the noise."""
-    pool = [o for o in outcomes if o.decision is not None and not o.variant.beside]
-    if choice is not None and choice.pairs:
-        names = {variant_label(on): "on", variant_label(off): "off"}
-        roles = {"challenger": names.get(choice.challenger), "default": names.get(choice.default)}
-        if set(roles.values()) == {"on", "off"}:
-            figures = [(roles[m["role"]], m["samples_per_s"]) for m in choice.measurements]
-            pairs = []
-            for first, second in zip(figures[0::2], figures[1::2], strict=False):  # A B, A B
-                rates = dict([first, second])
-                if rates.keys() == {"on", "off"}:
-                    pairs.append((rates["on"], rates["off"]))
-            if pairs:
-                return judge(pairs, choice.noise)
-    return single(on.samples_per_s, off.samples_per_s, variant_noise(pool or [on, off]))
-
-
-def plots(ctx: RunContext, winner: VariantOutcome, workers: StudyOutcome) -> dict[str, str]:
+def charts(ctx: RunContext, winner: VariantOutcome, workers: StudyOutcome) -> RunCharts:
+    """What the run's plots draw (the pipeline draws them beside the profile)."""
     cfg = ctx.cfg
     decision = winner.decision
     assert decision is not None
-    folder = cfg.results / "plots"
     probe_rows = [
         {
             "batch_size": p.batch_size,
@@ -331,17 +259,6 @@ def plots(ctx: RunContext, winner: VariantOutcome, workers: StudyOutcome) -> dic
         for p in decision.curve
         if p.phase != "search"
     ]
-    title = f"{cfg.policy}, {winner.variant.label}, run {ctx.run_id}"
-    batch_png = plot_batch(
-        folder / f"{cfg.policy}-{ctx.run_id}-batch.png",
-        title=title,
-        probes=probe_rows,
-        budget_bytes=winner.search.budget_bytes,
-        headroom=cfg.headroom,
-        max_batch=winner.search.max_batch,
-        batch_size=decision.batch_size,
-        fit=(winner.model.fixed_bytes, winner.model.per_sample_bytes) if winner.model else None,
-    )
     trial_rows = [
         {
             "num_workers": t.num_workers,
@@ -353,10 +270,16 @@ def plots(ctx: RunContext, winner: VariantOutcome, workers: StudyOutcome) -> dic
         }
         for t in [*workers.trials, *workers.repeats]
     ]
-    workers_png = plot_workers(
-        folder / f"{cfg.policy}-{ctx.run_id}-workers.png",
-        title=f"{title}, batch {decision.batch_size}",
+    return RunCharts(
+        folder=cfg.results / "plots",
+        stem=f"{cfg.policy}-{ctx.run_id}",
+        title=f"{cfg.policy}, {winner.variant.label}, run {ctx.run_id}",
+        probes=probe_rows,
+        budget_bytes=winner.search.budget_bytes,
+        headroom=cfg.headroom,
+        max_batch=winner.search.max_batch,
+        batch_size=decision.batch_size,
+        fit=(winner.model.fixed_bytes, winner.model.per_sample_bytes) if winner.model else None,
         trials=trial_rows,
-        chosen=workers.best.num_workers,
+        chosen_workers=workers.best.num_workers,
     )
-    return {"batch": str(batch_png), "workers": str(workers_png)}

@@ -15,10 +15,10 @@ from autotune.tuning.study import (
     PREFETCH_CHOICES,
     StudyOutcome,
     TrialRecord,
-    confirm_best,
     run_study,
     worker_range,
 )
+from autotune.tuning.worker_choice import confirm_best
 from probes.protocol import ProbeResult
 
 log = logging.getLogger(__name__)

@@ -79,6 +79,13 @@ class Config:
         self.image_size = tuple(int(v) for v in self.image_size)
         self.resize_imgs_with_padding = tuple(int(v) for v in self.resize_imgs_with_padding)
         self.betas = tuple(float(v) for v in self.betas)
+        self._check_sizes()
+        self._check_vlm()
+        self._check_expert()
+        self._check_float_settings()
+
+    def _check_sizes(self) -> None:
+        """Counts and sizes are positive; the state and action fit their padded widths."""
         for name in (
             "cameras",
             "state_dim",
@@ -117,6 +124,10 @@ class Config:
             raise ValueError(f"state_dim {self.state_dim} exceeds max_state_dim {self.max_state_dim}")
         if self.action_dim > self.max_action_dim:
             raise ValueError(f"action_dim {self.action_dim} exceeds max_action_dim {self.max_action_dim}")
+
+    def _check_vlm(self) -> None:
+        """The VLM's shape holds together: a square image on a whole patch grid, whole heads, RoPE's
+        even head width, and no more layers kept than the checkpoint has."""
         width, height = self.resize_imgs_with_padding
         if width != height:
             raise ValueError(
@@ -147,6 +158,10 @@ class Config:
             raise ValueError(
                 f"num_vlm_layers {self.num_vlm_layers} exceeds the model's text_layers {self.text_layers}"
             )
+
+    def _check_expert(self) -> None:
+        """The action expert: a usable width, a known attention mode and implementation, and a layer
+        layout LeRobot can run."""
         if self.expert_width_multiplier <= 0.0 or self.expert_hidden < 2:
             raise ValueError(
                 f"expert_width_multiplier {self.expert_width_multiplier!r} gives no usable expert width"
@@ -169,6 +184,9 @@ class Config:
                     f"{self.self_attn_every_n_layers} pairs VLM layer {layer} with an expert "
                     f"layer of the other attention kind"
                 )
+
+    def _check_float_settings(self) -> None:
+        """The optimiser's, the time embedding's, the norms' and RoPE's real-valued settings are in range."""
         for name in (
             "lr",
             "eps",
