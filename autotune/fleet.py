@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from autotune.errors import UserError
-from autotune.redact import hide_secrets, shown_url
+from autotune.redact import hide_secrets, remember, shown_url
 
 TABLE = "autotune_runs"
 STORAGE_ENV = "AUTOTUNE_STORAGE"  # the storage URL, when neither --storage nor --storage-file is given
@@ -80,14 +80,18 @@ def resolve(url: str | None, file: Path | None) -> str | None:
     if url is not None and file is not None:
         raise UserError("--storage and --storage-file name the same thing; pass one of them")
     if file is not None:
-        return read_storage_file(file)
-    if url is not None:
+        found: str | None = read_storage_file(file)
+    elif url is not None:
         if not url.strip():
             raise UserError(
                 "--storage is empty; pass a database URL, e.g. postgresql://USER:PASSWORD@HOST/DB"
             )
-        return url.strip()
-    return os.environ.get(STORAGE_ENV, "").strip() or None
+        found = url.strip()
+    else:
+        found = os.environ.get(STORAGE_ENV, "").strip() or None
+    if found is not None:
+        remember(found)  # its password masked in every message of this process from now on
+    return found
 
 
 def _not_a_url(url: str) -> UserError:

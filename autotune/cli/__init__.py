@@ -17,6 +17,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from autotune.cli import describe, estimate, fleet, history, predict, rl, run, schedule, show, verify
 from autotune.cli.args import Parser
 from autotune.errors import ProbeError, Terminated, UserError
+from autotune.redact import redact_logs
 from autotune.run.probe_client import stop_children
 
 log = logging.getLogger("autotune")
@@ -58,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="[autotune] %(message)s",
         stream=sys.stderr,
     )
+    redact_logs()  # every log record, of every library, with passwords masked
     signal.signal(signal.SIGTERM, _terminated)
     try:
         with logging_redirect_tqdm():
