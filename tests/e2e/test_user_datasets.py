@@ -25,7 +25,7 @@ QUICK = [
     "--throughput-points",
     "1",
     "--max-batch",
-    "24",
+    "4",
     "--trainer-only",
     "--no-estimate",  # the estimate's own tests are in tests/probes/test_estimate.py and test_run.py
 ]

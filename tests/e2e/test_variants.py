@@ -22,7 +22,7 @@ SMALL_SMOLVLA = set_flags(cut_down("smolvla", "tiny"))
 def test_smolvla_runs_end_to_end_with_a_target_batch(tmp_path: Path) -> None:
     proc = autotune(
         "run", "--policy", "smolvla", "--device", "cpu", "--precision", "fp32", "--memory-limit", "400MiB",
-        "--image-size", "48x64", "--trials", "1", "--soak-steps", "2", "--throughput-points", "1",
+        "--image-size", "48x64", "--trials", "1", "--soak-steps", "2", "--throughput-points", "1", "--no-estimate",
         "--target-batch", "24", *SMALL_SMOLVLA, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -43,7 +43,7 @@ def test_smolvla_runs_end_to_end_with_a_target_batch(tmp_path: Path) -> None:
 def test_compare_tunes_checkpointing_on_and_off_and_prints_what_the_trainer_runs(tmp_path: Path) -> None:
     proc = autotune(
         "run", "--policy", "act", "--device", "cpu", "--precision", "fp32", "--memory-limit", "600MiB",
-        "--image-size", "64x80", "--trials", "1", "--soak-steps", "1", "--throughput-points", "1",
+        "--image-size", "64x80", "--trials", "1", "--soak-steps", "1", "--throughput-points", "1", "--no-estimate",
         "--max-batch", "32", "--compare", *SMALL_ACT_FLAGS, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -64,7 +64,7 @@ def test_two_ranks_tune_the_batch_per_gpu_and_print_the_launch(tmp_path: Path) -
     proc = autotune(
         "run", "--policy", "act", "--device", "cpu", "--gpus", "2", "--memory-limit", "520MiB",
         "--image-size", "48x64", "--trials", "1", "--trainer-only", "--throughput-points", "1",
-        "--soak-steps", "1", "--max-batch", "12", *SMALL_ACT_FLAGS, cwd=tmp_path,
+        "--soak-steps", "1", "--max-batch", "12", "--no-estimate", *SMALL_ACT_FLAGS, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     profile = json.loads((tmp_path / "results" / "profiles" / "act.json").read_text())
