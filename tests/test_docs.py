@@ -3,6 +3,7 @@ the README, docs/ and benchmarks/README.md lands on a file and, where it names o
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from urllib.parse import unquote
@@ -53,13 +54,27 @@ def test_readme_is_a_landing_page() -> None:
     assert len(lines) <= 220, f"README.md has {len(lines)} lines; move detail into docs/"
 
 
-def test_readme_has_the_output_sample_between_its_markers() -> None:
-    text = README.read_text()
+SAMPLE_PROFILE = ROOT / "docs" / "sample" / "act-cpu-profile.json"
+
+
+def readme_sample() -> str:
     found = re.search(
-        r"^<!-- sample:begin -->\n```text\n(.*?)\n```\n<!-- sample:end -->$", text, flags=re.M | re.S
+        r"^<!-- sample:begin -->\n```text\n(.*?)\n```\n<!-- sample:end -->$",
+        README.read_text(),
+        flags=re.M | re.S,
     )
     assert found, "README.md: no ```text block between <!-- sample:begin --> and <!-- sample:end -->"
-    assert found.group(1).strip()
+    return found.group(1)
+
+
+def test_the_readme_sample_is_what_autotune_prints_for_its_profile() -> None:
+    """The sample was captured from a real run; its profile is committed beside the docs, and the
+    lines must be the ones print_profile makes of it, so the sample cannot drift from the code."""
+    from autotune.outputs.profile import Profile
+    from autotune.outputs.summary import profile_lines
+
+    profile = Profile.from_dict(json.loads(SAMPLE_PROFILE.read_text()))
+    assert readme_sample().splitlines() == profile_lines(profile)
 
 
 def test_every_docs_page_has_a_title_and_is_linked_from_the_readme() -> None:

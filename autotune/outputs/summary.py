@@ -26,7 +26,7 @@ def profile_lines(p: Profile) -> list[str]:
     rows = _answer_rows(p)
     rows[4:4] = _scale_rows(p)
     rows += _more_rows(p)
-    return [f"autotune profile for {p.policy}", _rows(rows), *_footer(p), p.lerobot_train_command]
+    return [f"autotune profile for {p.policy}", *_rows(rows).splitlines(), *_footer(p), p.lerobot_train_command]
 
 
 def _answer_rows(p: Profile) -> list[tuple[str, str]]:
@@ -158,7 +158,7 @@ def _against_default(p: Profile) -> str:
     )
     if d["chosen"] != d["default"]:
         return f"tuned ({d['chosen']}) is {measured}"
-    return f"recommended: the study's fastest ({d['challenger']}) is {measured}, {d['verdict']}"
+    return f"recommended, as the study's fastest ({d['challenger']}) is {measured}: {d['verdict']}"
 
 
 def _backend(backend: str) -> str:
