@@ -160,7 +160,9 @@ def wait_for_probe(tuner: subprocess.Popen, timeout_s: float = 300) -> list[int]
             try:
                 if b"probes.child" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     time.sleep(1.0)
-                    return children_of(tuner.pid)
+                    now = children_of(tuner.pid)
+                    if now:  # a short probe (the environment's) may have ended meanwhile: wait on
+                        return now
             except OSError:
                 continue
         time.sleep(0.2)

@@ -26,7 +26,12 @@ def profile_lines(p: Profile) -> list[str]:
     rows = _answer_rows(p)
     rows[4:4] = _scale_rows(p)
     rows += _more_rows(p)
-    return [f"autotune profile for {p.policy}", *_rows(rows).splitlines(), *_footer(p), p.lerobot_train_command]
+    return [
+        f"autotune profile for {p.policy}",
+        *_rows(rows).splitlines(),
+        *_footer(p),
+        p.lerobot_train_command,
+    ]
 
 
 def _answer_rows(p: Profile) -> list[tuple[str, str]]:
