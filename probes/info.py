@@ -60,6 +60,20 @@ def _version(package: str) -> str:
         return ""
 
 
+def _torchcodec_loads() -> dict[str, str]:
+    """Whether torchcodec loads here, as LeRobot decides its default video backend."""
+    if not _version("torchcodec"):
+        return {"torchcodec_state": "missing"}
+    from probes.dataset.decode import backend_error
+
+    error = backend_error("torchcodec")
+    return (
+        {"torchcodec_state": "ok"}
+        if error is None
+        else {"torchcodec_state": "error", "torchcodec_error": error}
+    )
+
+
 def run_environment_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
     """torch, its CUDA build, and the CUDA devices it sees (none on a CPU-only machine)."""
     import torch
@@ -77,6 +91,7 @@ def run_environment_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, An
         cudnn_version=str(cudnn or ""),
         torchvision_version=_version("torchvision"),
         torchcodec_version=_version("torchcodec"),
+        **_torchcodec_loads(),
         cuda_available=available,
         arch_list=list(torch.cuda.get_arch_list()) if torch.version.cuda else [],
         devices=devices,

@@ -124,10 +124,41 @@ def time_samples(dataset: Any, seed: int, samples: int = 6) -> float:
     return (time.perf_counter() - t0) / samples
 
 
+def _use_backend(dataset: Any, backend: str) -> None:
+    """Make LeRobot's dataset decode with ``backend`` from its next query: 0.4-0.5 read
+    ``video_backend`` on the dataset, 0.6 ``_video_backend`` on the dataset and on its reader."""
+    for holder in (dataset, getattr(dataset, "reader", None)):
+        for name in ("video_backend", "_video_backend"):
+            if holder is not None and name in vars(holder):
+                setattr(holder, name, backend)
+
+
 def run_decode_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
+    """LeRobot's dataset read one sample at a time, with the request's video backend and with every
+    other one that loads here (LeRobot's dataset reads its ``video_backend`` at each query)."""
+    from probes.dataset.decode import BACKENDS, backend_error
+
     session = open_session(request, None)
-    decode_s = time_samples(session.dataset, request.seed, samples=max(4, request.measure_steps))
-    return {"status": "ok", "decode_s_per_sample": decode_s, "steps": request.measure_steps}
+    by_backend, errors = {}, {}
+    for backend in (request.video_backend, *(b for b in BACKENDS if b != request.video_backend)):
+        error = backend_error(backend)
+        if error is not None:
+            errors[backend] = error
+            continue
+        _use_backend(session.dataset, backend)
+        by_backend[backend] = time_samples(
+            session.dataset, request.seed, samples=max(4, request.measure_steps)
+        )
+    if request.video_backend in errors:
+        message = f"video backend {request.video_backend} cannot load: {errors[request.video_backend]}"
+        return {"status": "error", "message": message, "backend_errors": errors}
+    return {
+        "status": "ok",
+        "decode_s_per_sample": by_backend[request.video_backend],
+        "decode_s_by_backend": by_backend,
+        "backend_errors": errors,
+        "steps": request.measure_steps,
+    }
 
 
 def run_worker_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:

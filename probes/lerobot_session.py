@@ -45,6 +45,14 @@ def known_policies() -> list[str]:
     return sorted(PreTrainedConfig.get_known_choices())
 
 
+def tracker_off() -> str:
+    """The flag that keeps the run's tracker off: --trackio.* from LeRobot 0.7.0 (its release
+    notes), --wandb.* before (autotune.trainer.versions keeps the same per version)."""
+    from packaging.version import Version
+
+    return "--trackio.enable=false" if Version(version()) >= Version("0.7.0") else "--wandb.enable=false"
+
+
 def train_args(request: ProbeRequest, num_workers: int, output_dir: str) -> list[str]:
     """``lerobot-train``'s arguments for ``request``: what the tuner prints, plus what measuring
     needs (no weights downloaded, nothing pushed, an output folder of the probe's own)."""
@@ -55,7 +63,8 @@ def train_args(request: ProbeRequest, num_workers: int, output_dir: str) -> list
     args += backend_policy_args(spec)
     args += [f"--policy.device={device.type}", "--policy.push_to_hub=false"]
     args += [f"--batch_size={request.batch_size}", f"--num_workers={num_workers}"]
-    args += [f"--seed={request.seed}", f"--output_dir={output_dir}", "--wandb.enable=false"]
+    args += [f"--seed={request.seed}", f"--output_dir={output_dir}", tracker_off()]
+    args += [f"--dataset.video_backend={request.video_backend}"]
     return args
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -15,6 +16,7 @@ import torch
 
 from probes import catalogue, distributed
 from probes.dataset import FrameDataset
+from probes.dataset.decode import BACKENDS, backend_error
 from probes.device import synchronize
 from probes.memory import PeakWatcher, children_of, pss_bytes
 from probes.protocol import ProbeRequest
@@ -30,6 +32,7 @@ def open_dataset(request: ProbeRequest, chunk_size: int) -> FrameDataset:
         request.dataset_root,
         chunk_size=chunk_size,
         with_task=catalogue.entry(request.model.policy).reads_task,
+        video_backend=request.video_backend,
     )
 
 
@@ -45,11 +48,33 @@ def time_samples(dataset: Any, seed: int, samples: int = 6) -> float:
 
 
 def run_decode_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
-    """How long one process takes to read one sample: a DataLoader worker's production rate."""
+    """How long one process takes to read one sample (a DataLoader worker's production rate), with
+    the request's video backend and with every other one that loads here."""
     assert request.model is not None
-    dataset = open_dataset(request, catalogue.build_config(request.model).chunk_size)
-    decode_s = time_samples(dataset, request.seed, samples=max(4, request.measure_steps))
-    return {"status": "ok", "decode_s_per_sample": decode_s, "steps": request.measure_steps}
+    chunk = catalogue.build_config(request.model).chunk_size
+    by_backend, errors = {}, {}
+    for backend in (request.video_backend, *(b for b in BACKENDS if b != request.video_backend)):
+        error = backend_error(backend)
+        if error is not None:
+            errors[backend] = error
+            continue
+        dataset = open_dataset(dataclasses.replace(request, video_backend=backend), chunk)
+        by_backend[backend] = time_samples(dataset, request.seed, samples=max(4, request.measure_steps))
+        if not dataset.meta.video_keys:
+            break  # no videos: the backends read the same
+    if request.video_backend in errors:
+        return {
+            "status": "error",
+            "message": f"video backend {request.video_backend} cannot load: {errors[request.video_backend]}",
+            "backend_errors": errors,
+        }
+    return {
+        "status": "ok",
+        "decode_s_per_sample": by_backend[request.video_backend],
+        "decode_s_by_backend": by_backend,
+        "backend_errors": errors,
+        "steps": request.measure_steps,
+    }
 
 
 def run_worker_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:

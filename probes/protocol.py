@@ -91,6 +91,9 @@ class Environment:
     arch_list: list[str]  # compute architectures torch was built for (sm_80, ...)
     devices: list[GpuFacts] = field(default_factory=list)
     torchcodec_version: str = ""  # "" when torchcodec is not installed
+    # Whether it loads (FFmpeg's shared libraries): "ok", "error" (installed, cannot load), "missing".
+    torchcodec_state: str = "missing"
+    torchcodec_error: str = ""  # why it does not load
 
 
 @dataclass
@@ -135,6 +138,9 @@ class ProbeRequest:
     rl: dict[str, Any] | None = None
     # Ranks of one DDP job (autotune run --gpus N): batch_size is per rank; 1 is a single process.
     world_size: int = 1
+    # Worker and decode probes: the decoder of the dataset's videos, as lerobot-train's
+    # --dataset.video_backend ("torchcodec" or "pyav"); kind="decode" times every one that loads.
+    video_backend: str = "pyav"
     # kind="estimate": the batch sizes to count the training step's live tensor bytes at, on the meta
     # device, as ``device`` (its type) would run it at ``precision`` (probes/estimate.py).
     estimate_batch_sizes: list[int] = field(default_factory=list)
@@ -175,6 +181,10 @@ class ProbeResult:
     wall_s: float = 0.0
     drained: bool = True  # worker probes: steady state (buffer used up, or the loader keeps up)
     decode_s_per_sample: float = 0.0  # worker probes: one process reading one sample
+    # kind="decode": one process's seconds per sample with each video backend that loads in the
+    # child, and why each other one does not load.
+    decode_s_by_backend: dict[str, float] = field(default_factory=dict)
+    backend_errors: dict[str, str] = field(default_factory=dict)
     total_params: int = 0  # the model the probe trained
     trainable_params: int = 0
     message: str = ""

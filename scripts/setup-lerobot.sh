@@ -40,4 +40,10 @@ if [ "$(version_of torch)" != "$TORCH" ]; then
   echo "[setup] error: installing autotune changed LeRobot's torch ($TORCH -> $(version_of torch))" >&2
   exit 1
 fi
-echo "[setup] ready: lerobot $(version_of lerobot) with torch $TORCH and autotune $(version_of autotune) in $DEST" >&2
+# LeRobot decodes with torchcodec where it loads (FFmpeg's shared libraries), else with PyAV; the
+# tests measure and train with torchcodec, so it must load here.
+if ! err=$("$DEST/bin/python" -c 'import torchcodec' 2>&1); then
+  echo "[setup] error: LeRobot's torchcodec $(version_of torchcodec) cannot load in $DEST ($(printf '%s' "$err" | grep -m1 -E 'Error|error' || true)); install FFmpeg's shared libraries (Debian 12: libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8)" >&2
+  exit 2
+fi
+echo "[setup] ready: lerobot $(version_of lerobot) with torch $TORCH, torchcodec $(version_of torchcodec) and autotune $(version_of autotune) in $DEST" >&2

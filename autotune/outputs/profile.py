@@ -46,6 +46,9 @@ class Conditions:
     # CUDA: the caching allocator's settings (PYTORCH_CUDA_ALLOC_CONF, PYTORCH_ALLOC_CONF) the probes
     # ran with and the command hands lerobot-train; "" when unset (fingerprint.allocator_conf)
     cuda_alloc_conf: str = ""
+    # The video decoder the worker study measured with, and the trainer decodes with as printed
+    # ("torchcodec" or "pyav"; "" in profiles from before it was recorded).
+    video_backend: str = ""
 
 
 @dataclass
@@ -126,6 +129,13 @@ class Profile:
     speedup_vs_default_pairs: int = 0
     decisions: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The video decoder: the one measured and printed (conditions.video_backend), the one the
+    # trainer picks by itself, each one's measured seconds per sample for one process, and why the
+    # trainer's torchcodec does not serve (with the remedy), where it does not.
+    video_backend: str = ""
+    video_backend_default: str = ""
+    decode_s_by_backend: dict[str, float] = field(default_factory=dict)
+    video_backend_note: str = ""
     version: int = PROFILE_VERSION
 
     def to_dict(self) -> dict[str, Any]:

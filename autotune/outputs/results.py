@@ -65,6 +65,7 @@ WORKER_TRIAL_COLUMNS = RUN_KEY_COLUMNS + [
     "batch_size",
     "num_workers",
     "prefetch_factor",
+    "video_backend",  # the decoder the workers read the videos with: torchcodec or pyav
     "is_lerobot_default",
     "status",
     "data_s",

@@ -64,9 +64,31 @@ def _answer_rows(p: Profile) -> list[tuple[str, str]]:
             + ")",
         ),
         ("num_workers", f"{p.num_workers}{prefetch}"),
+        *_decoder_rows(p),
         ("data_s / updt_s", f"{p.data_s:.4f} s / {p.updt_s:.4f} s per step"),
         ("samples/s", f"{p.samples_per_s:.2f}"),
     ]
+
+
+def _decoder_rows(p: Profile) -> list[tuple[str, str]]:
+    """The video decoder measured (profiles from before it was recorded have none)."""
+    if not p.video_backend:
+        return []
+    whose = (
+        "the trainer's own choice"
+        if p.video_backend == p.video_backend_default
+        else f"asked for: the trainer would pick {p.video_backend_default}"
+    )
+    costs = ", ".join(f"{name} {s * 1000:.1f} ms" for name, s in p.decode_s_by_backend.items())
+    text = f"{p.video_backend} ({whose})" + (f"; a sample reads in {costs}" if costs else "")
+    d = next((d for d in p.decisions if d.get("what") == "decoder"), None)
+    if d is not None and d.get("challenger") and d.get("ratio") and d.get("spread") is not None:
+        runs = d.get("pairs", 0)
+        text += (
+            f"; {d['challenger']} measured {d['ratio']:.2f}x ± {d['spread']:.2f} "
+            f"({f'{runs} paired runs' if runs else 'single trials'}): {d['verdict']}"
+        )
+    return [("video decoder", text)]
 
 
 def _scale_rows(p: Profile) -> list[tuple[str, str]]:

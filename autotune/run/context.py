@@ -29,6 +29,7 @@ from autotune.run.config import DEFAULT_CAMERAS, DEFAULT_IMAGE_SIZE, RunConfig, 
 from autotune.run.datasets import DatasetShape, prepare_dataset
 from autotune.run.lock import run_lock
 from autotune.run.probe_client import run_probe
+from autotune.trainer.decoder import Decoder, trainer_decoder
 from autotune.units import format_bytes
 from probes import catalogue
 from probes.protocol import Environment, ModelSpec, ProbeRequest
@@ -55,6 +56,7 @@ class RunContext:
     policy_args: list[str]  # lerobot-train's --policy.* flags for these settings
     writer: ResultsWriter = field(compare=False)
     backend: str = "rebuilt"  # who measured: "rebuilt" or "lerobot X.Y" (the profile says it)
+    decoder: Decoder = field(default_factory=lambda: Decoder("pyav", "pyav"))  # the videos' decoder
 
     def spec(self, variant: Variant, image_size: tuple[int, int] | None = None) -> ModelSpec:
         """The model to build for ``variant`` (at the data's camera size unless ``image_size``)."""
@@ -282,6 +284,7 @@ def _open(cfg: RunConfig, environment: Environment, held: contextlib.ExitStack) 
         policy_args = check_policy(cfg, model_spec(cfg, data, requested))
     memory_limit = cfg.memory_limit_bytes or default_memory_limit(cfg, environment)
     fingerprint = fp.take(cfg.device, environment, cfg.trainer.version)
+    decoder = trainer_decoder(cfg.trainer, environment)
     conditions = Conditions(
         device=cfg.device,
         precision=cfg.precision,
@@ -304,6 +307,7 @@ def _open(cfg: RunConfig, environment: Environment, held: contextlib.ExitStack) 
         backend=cfg.backend,
         gpus=cfg.gpus,
         cuda_alloc_conf=fingerprint.cuda_alloc_conf,  # the allocator's settings (CUDA only)
+        video_backend=decoder.measured,
     )
     run_id = new_run_id()
     writer = ResultsWriter(
@@ -336,5 +340,6 @@ def _open(cfg: RunConfig, environment: Environment, held: contextlib.ExitStack) 
         policy_args=policy_args,
         writer=writer,
         backend=f"lerobot {cfg.trainer.version}" if cfg.backend == "lerobot" else "rebuilt",
+        decoder=decoder,
     )
     return ctx

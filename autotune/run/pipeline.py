@@ -70,6 +70,7 @@ def tune(ctx: RunContext) -> RunOutcome:
         bound = diagnose_input(ctx, prober, winner, workers, feed)
         profile = assemble(ctx, winner, outcomes, workers, feed, bound)
         profile.plots = draw_run(charts(ctx, winner, workers))
+        profile.decode_s_by_backend = prober.decoded.get(str(ctx.data.root), {})
         path = write_profile(cfg.results, profile)
         record.finish(profile, path)
     alerts = sound_alarm(ctx, record.row, workers.best.result)

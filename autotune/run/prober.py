@@ -36,6 +36,7 @@ class Prober:
         self.progress = progress
         self.count = 0  # batch probes run for the search, throughput and soak
         self.at_size: dict[tuple[str, int], int] = {}  # probes so far per (variant, batch size)
+        self.decoded: dict[str, dict[str, float]] = {}  # decode probes: seconds per sample per decoder
 
     def batch_request(
         self,
@@ -103,7 +104,9 @@ class Prober:
         request = self.batch_request(variant, batch_size, "search", image_size, root)
         return run_probe(request, self.ctx.cfg.probe_timeout_s)
 
-    def trial(self, variant: Variant, batch_size: int, workers: int, prefetch: int | None) -> ProbeResult:
+    def trial(
+        self, variant: Variant, batch_size: int, workers: int, prefetch: int | None, video_backend: str = ""
+    ) -> ProbeResult:
         """One worker trial: the real DataLoader over the dataset into the real step."""
         cfg = self.ctx.cfg
         device_type = cfg.device_type
@@ -125,6 +128,7 @@ class Prober:
             persistent_workers=abilities.persistent_workers,
             multiprocessing_context=abilities.start_method,
             world_size=cfg.gpus,
+            video_backend=video_backend or self.ctx.decoder.measured,
         )
         result = run_probe(request, cfg.probe_timeout_s)
         self.progress.probe_done(result)
@@ -142,20 +146,29 @@ class Prober:
             if r.fits
             else f"{r.status}: {r.message}",
         )
-        self.ctx.writer.add("worker_trials.csv", {**variant.columns(), **trial_row(t)})
+        row = {
+            **variant.columns(),
+            **trial_row(t),
+            "video_backend": t.video_backend or self.ctx.decoder.measured,
+        }
+        self.ctx.writer.add("worker_trials.csv", row)
 
     def decode(self, variant: Variant, root: Path) -> float:
-        """One process's time to read one sample of the dataset at ``root`` (a decode probe)."""
+        """One process's time to read one sample of the dataset at ``root`` (a decode probe) with
+        the measured decoder; the other decoders' times, where they load, are kept in
+        :attr:`decoded` (per dataset root)."""
         request = ProbeRequest(
             kind="decode",
             model=self.ctx.spec(variant),
             measure_steps=DECODE_SAMPLES,
             dataset_root=str(root),
             seed=self.ctx.cfg.seed,
+            video_backend=self.ctx.decoder.measured,
         )
         result = run_probe(request, self.ctx.cfg.probe_timeout_s)
         if result.status != "ok":
             raise ProbeError(f"reading samples from {root} failed: {result.message}")
+        self.decoded[str(root)] = dict(result.decode_s_by_backend)
         return result.decode_s_per_sample
 
     @staticmethod

@@ -40,6 +40,10 @@ class Setting:
     prefetch_factor: int | None
     grad_accum_steps: int = 1
     gpus: int = 1  # DDP ranks, one per GPU; batch_size is per GPU
+    # The videos' decoder as measured, and the one the trainer picks by itself ("" where unknown):
+    # where they differ the command names the measured one (--dataset.video_backend).
+    video_backend: str = ""
+    trainer_video_backend: str = ""
 
 
 @dataclass
@@ -113,6 +117,8 @@ def command(trainer: Trainer, s: Setting) -> Command:
     args += [f"--batch_size={s.batch_size}", f"--num_workers={s.num_workers}"]
     if s.num_workers > 0 and s.prefetch_factor and ab.prefetch_flag:
         args.append(f"--prefetch_factor={s.prefetch_factor}")
+    if s.video_backend and s.video_backend != s.trainer_video_backend:
+        args.append(f"--dataset.video_backend={s.video_backend}")
     how = ab.precision.get(device_type, {}).get(s.precision)
     if s.precision != "fp32":
         if how is None:

@@ -112,7 +112,7 @@ def run_trainer(trainer: Trainer, profile: Profile, steps: int, timeout_s: float
             f"--steps={steps}",
             "--log_freq=1",
             "--save_checkpoint=false",
-            "--wandb.enable=false",
+            trainer.abilities.tracker_off,
             f"--output_dir={Path(tmp) / 'out'}",
         ]
         # Run from a copy: the script's folder goes first on sys.path, and autotune's modules

@@ -47,12 +47,18 @@ class Abilities:
     dataset_format: str  # the LeRobotDataset version it reads
     multi_gpu: str  # how several GPUs are launched
     flags: frozenset[str] = field(default_factory=frozenset)  # top-level flags autotune may print
+    # The default video backend falls back to PyAV where torchcodec is installed but cannot load
+    # (utils/import_utils.py@v0.6.1); before, an installed torchcodec is picked and then fails.
+    torchcodec_fallback: bool = False
+    # The flag that turns the run's experiment tracker off (verify, the LeRobot backend's probes).
+    tracker_off: str = "--wandb.enable=false"
 
 
 _COMMON = frozenset(
     {
         "--dataset.repo_id",
         "--dataset.root",
+        "--dataset.video_backend",
         "--policy.type",
         "--policy.device",
         "--policy.push_to_hub",
@@ -150,6 +156,7 @@ RELEASES: tuple[Abilities, ...] = (
         dataset_format="v3.0",
         multi_gpu="accelerate launch --num_processes=N $(which lerobot-train) ...",
         flags=_COMMON | {"--prefetch_factor", "--persistent_workers", "--dataloader_multiprocessing_context"},
+        torchcodec_fallback=True,
     ),
     Abilities(
         since="0.6.2.dev0",
@@ -181,6 +188,43 @@ RELEASES: tuple[Abilities, ...] = (
             "--accelerator.mixed_precision",
             "--accelerator.gradient_accumulation.steps",
         },
+        torchcodec_fallback=True,  # utils/import_utils.py@main(7427f31)
+    ),
+    Abilities(
+        since="0.7.0",
+        # From the v0.7.0 release notes (the tag's source was not in this project's mirror, which
+        # stops at v0.6.1 and main of 2026-08-22): --wandb.* became --trackio.*; mixed precision is
+        # --accelerator.mixed_precision, and accelerate's environment is refused unless
+        # LEROBOT_ALLOW_ACCELERATE_ENV=1, so no ACCELERATE_MIXED_PRECISION; the rest as main's.
+        source="release notes of v0.7.0",
+        precision={
+            "cuda": {
+                "fp16": "flag:--accelerator.mixed_precision=fp16",
+                "bf16": "flag:--accelerator.mixed_precision=bf16",
+            },
+            "cpu": {"bf16": "flag:--accelerator.mixed_precision=bf16"},
+        },
+        grad_accumulation_flag="--accelerator.gradient_accumulation.steps",
+        grad_checkpointing_policies=("pi0", "pi05", "pi0_fast", "eo1", "molmoact2", "diffusion"),
+        prefetch_flag=True,
+        fixed_prefetch=None,
+        persistent_workers=True,
+        start_method="spawn",
+        start_method_flag=True,
+        data_s_includes_prep=False,
+        dataset_format="v3.0",
+        multi_gpu="torchrun --nproc-per-node=N $(which lerobot-train) ...",
+        flags=(_COMMON - {"--wandb.enable"})
+        | {
+            "--trackio.enable",
+            "--prefetch_factor",
+            "--persistent_workers",
+            "--dataloader_multiprocessing_context",
+            "--accelerator.mixed_precision",
+            "--accelerator.gradient_accumulation.steps",
+        },
+        torchcodec_fallback=True,
+        tracker_off="--trackio.enable=false",
     ),
 )
 

@@ -81,14 +81,16 @@ class InputBound:
     workers_needed: int
     cores: int
     remedies: list[Remedy] = field(default_factory=list)
+    decoder: str = ""  # the video decoder the workers read with (torchcodec or pyav)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
+        decoding = f", decoding video with {self.decoder}" if self.decoder else ""
         return (
             f"input-bound: the step waits on data {self.data_fraction:.0%} of the time "
-            f"(data_s {self.data_s:.3f} s against updt_s {self.updt_s:.3f} s); fed fully it would "
+            f"(data_s {self.data_s:.3f} s against updt_s {self.updt_s:.3f} s{decoding}); fed fully it would "
             f"train {self.samples_per_s_if_fed:.1f} samples/s instead of {self.samples_per_s:.1f}"
         )
 
@@ -101,6 +103,7 @@ def diagnose(
     model: FeedModel,
     cameras: int,
     remedies: list[Remedy],
+    decoder: str = "",
 ) -> InputBound | None:
     """An :class:`InputBound` if the step waits on data over 10% of its time, else None.
 
@@ -118,6 +121,7 @@ def diagnose(
         samples_per_s_if_fed=batch_size / updt_s if updt_s > 0 else 0.0,
         workers_needed=model.workers_needed,
         cores=model.cores,
+        decoder=decoder,
     )
     all_remedies = list(remedies)
     if model.workers_needed > model.cores:

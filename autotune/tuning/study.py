@@ -45,6 +45,7 @@ class TrialRecord:
     resumed: bool = False  # measured by an earlier, interrupted run of the same study
     default_prefetch: int = LEROBOT_DEFAULT_PREFETCH  # the trainer's own prefetch with 4 workers
     repeat: int = 0  # 0: the study's trial; 1, 2, ...: the same setting measured again to decide
+    video_backend: str = ""  # set where the decoder was challenged: which one this trial read with
 
     @property
     def is_lerobot_default(self) -> bool:
@@ -70,6 +71,11 @@ class StudyOutcome:
     repeats: list[TrialRecord] = field(default_factory=list)  # settings measured again to decide
     decision: Decision | None = None  # the study's fastest against LeRobot's default
     study_best: TrialRecord | None = None  # the study's fastest trial, before the comparison
+    # The other video decoder at the recommended setting (autotune.tuning.decoder_choice): its
+    # trials, the decision, and the decoder recommended ("" where it was not challenged).
+    decoder_trials: list[TrialRecord] = field(default_factory=list)
+    decoder_decision: Decision | None = None
+    video_backend: str = ""
 
     def measurements(self, setting: tuple[int, int | None]) -> list[TrialRecord]:
         """Every fitting measurement of ``setting``: its trial and its repeats."""

@@ -150,12 +150,13 @@ def _load_data_file(path: Path, meta: DatasetMeta) -> _DataFile:
 class FrameDataset(Dataset):
     """A LeRobot dataset as a map-style torch Dataset yielding what LeRobot's loader yields.
 
-    Each item: every camera as uint8 (3, H, W) at the sample's timestamp, ``observation.state``
-    (S,), an ``action`` chunk (chunk_size, A) over delta timestamps ``i / fps`` clamped to the
-    episode with ``action_is_pad``, ``index``, ``episode_index``, ``frame_index``, ``task_index``,
-    ``timestamp`` and, when ``with_task``, the task string. Video cameras are decoded in parallel
-    threads, each query opening its file afresh, as LeRobot does. Data parquet files are loaded
-    lazily and cached per process; pickling drops the cache, so spawned workers start light.
+        Each item: every camera as uint8 (3, H, W) at the sample's timestamp, ``observation.state``
+        (S,), an ``action`` chunk (chunk_size, A) over delta timestamps ``i / fps`` clamped to the
+        episode with ``action_is_pad``, ``index``, ``episode_index``, ``frame_index``, ``task_index``,
+        ``timestamp`` and, when ``with_task``, the task string. Video cameras are decoded in parallel
+        threads with ``video_backend`` as LeRobot does (PyAV opens the file for each query; torchcodec
+    keeps a decoder per file open in each process). Data parquet files are loaded
+        lazily and cached per process; pickling drops the cache, so spawned workers start light.
     """
 
     def __init__(
@@ -164,6 +165,7 @@ class FrameDataset(Dataset):
         chunk_size: int,
         with_task: bool = False,
         tolerance_s: float = TOLERANCE_S,
+        video_backend: str = "pyav",
     ) -> None:
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
@@ -174,6 +176,7 @@ class FrameDataset(Dataset):
         self.chunk_size = chunk_size
         self.with_task = with_task
         self.tolerance_s = tolerance_s
+        self.video_backend = video_backend
         self._starts = [ep.dataset_from_index for ep in self.meta.episodes]
         self._deltas = np.arange(chunk_size, dtype=np.int64)
         self._stats: dict[str, FeatureStats] | None = None
@@ -251,7 +254,9 @@ class FrameDataset(Dataset):
 
         def decode(key: str) -> torch.Tensor:
             video = ep.videos[key]
-            return decode_video_frame(video.path, video.from_timestamp + query_s, self.tolerance_s)
+            return decode_video_frame(
+                video.path, video.from_timestamp + query_s, self.tolerance_s, self.video_backend
+            )
 
         if len(keys) <= 1:
             return {key: decode(key) for key in keys}

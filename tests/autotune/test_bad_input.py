@@ -280,7 +280,14 @@ def test_the_real_profile_reads_back_as_it_was_written() -> None:
     data = real_profile()
     profile = Profile.from_dict(data)
     back = profile.to_dict()
-    assert {k: back[k] for k in data if k in back} == {k: data[k] for k in data if k in back}
+
+    def written(back: object, data: object) -> object:  # back, as far as data goes (fields added
+        # since the sample was written read back at their defaults)
+        if isinstance(data, dict) and isinstance(back, dict):
+            return {k: written(back[k], v) for k, v in data.items() if k in back}
+        return back
+
+    assert written(back, data) == {k: data[k] for k in data if k in back}
     assert profile.conditions.cameras == data["conditions"]["cameras"]
 
 

@@ -122,3 +122,17 @@ def test_the_default_variant_is_what_the_trainer_reproduces(version, device_type
     precision, checkpointing = expected
     assert can_reproduce(trainer, "act", device_type, precision, checkpointing)
     assert not can_reproduce(trainer, "act", device_type, precision, True)  # ACT has none anywhere
+
+
+@pytest.mark.parametrize(("device", "precision"), [("cuda:0", "bf16"), ("cuda:0", "fp16"), ("cpu", "bf16")])
+def test_lerobot_0_7_0_takes_precision_as_a_flag_and_never_accelerates_environment(device, precision) -> None:
+    # LeRobot 0.7.0 refuses accelerate's environment (without LEROBOT_ALLOW_ACCELERATE_ENV=1) and
+    # renamed --wandb.* to --trackio.*: what `--lerobot-version 0.7.0` prints.
+    trainer = Trainer("0.7.0", "flag")
+    printed = command(trainer, setting(device=device, precision=precision, grad_accum_steps=2))
+    assert f"--accelerator.mixed_precision={precision}" in printed.args
+    assert "--accelerator.gradient_accumulation.steps=2" in printed.args and printed.reproduces
+    assert not any(name.startswith("ACCELERATE") for name in printed.env)
+    assert not any(a.startswith("--wandb") for a in printed.args)
+    assert trainer.abilities.tracker_off == "--trackio.enable=false"
+    assert Trainer("0.6.1", "flag").abilities.tracker_off == "--wandb.enable=false"

@@ -92,3 +92,26 @@ def test_verify_without_a_profile_or_a_lerobot_is_one_line(tmp_path) -> None:
     proc = autotune("run", "--policy", "act", "--device", "cpu", "--lerobot-version", "0.2.1", cwd=tmp_path)
     assert_one_line_error(proc, "older than 0.3")
     assert not (tmp_path / "results").exists()
+
+
+@needs_lerobot
+def test_a_command_that_names_the_decoder_trains_with_it(tuned, tmp_path) -> None:
+    # Where autotune measured with another decoder than the trainer would pick, the command names
+    # it (--dataset.video_backend); lerobot-train 0.6.1 takes it and trains with it.
+    cwd, _ = tuned
+    results = tmp_path / "results"
+    (results / "profiles").mkdir(parents=True)
+    profile = json.loads((cwd / "results" / "profiles" / "act.json").read_text())
+    assert profile["video_backend"] == "torchcodec"  # as the trainer picks: the command is silent
+    args = [*profile["lerobot_train_args"], "--dataset.video_backend=pyav"]
+    named = {**profile, "lerobot_train_args": args, "video_backend": "pyav", "verification": None}
+    (results / "profiles" / "act.json").write_text(json.dumps(named))
+    proc = autotune(
+        "verify", "--policy", "act", "--results", str(results), "--lerobot", str(LEROBOT),
+        cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert proc.returncode in (0, 3), proc.stdout[-2000:] + proc.stderr[-3000:]
+    row = pd.read_csv(results / "verify.csv").iloc[-1]
+    assert row["status"] in ("verified", "differs") and row["steps"] >= 3, row.to_dict()
+    running = next(line for line in proc.stderr.splitlines() if "running lerobot-train 0.6.1" in line)
+    assert "--dataset.video_backend=pyav" in running

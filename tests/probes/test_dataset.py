@@ -19,6 +19,7 @@ from probes.dataset import (
     load_meta,
     resolve_dataset_root,
 )
+from probes.dataset.decode import BACKENDS, backend_error
 from probes.synthetic import camera_keys, synthetic_frame, write_synthetic_dataset
 
 SIZE = (64, 80)
@@ -68,7 +69,10 @@ def small_v30(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _write(tmp_path_factory.mktemp("small") / "ds", cameras=1, episodes=2, episode_length=6)
 
 
-def test_v30_frames_decode_to_what_was_encoded_across_files_and_chunks(v30_multi_file: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_v30_frames_decode_to_what_was_encoded_across_files_and_chunks(
+    v30_multi_file: Path, backend: str
+) -> None:
     meta = load_meta(v30_multi_file)
     assert meta.version == "v3.0"
     assert meta.total_episodes == 5 and meta.total_frames == 60
@@ -82,7 +86,7 @@ def test_v30_frames_decode_to_what_was_encoded_across_files_and_chunks(v30_multi
         "data/chunk-000/file-001.parquet",
         "data/chunk-001/file-000.parquet",
     }
-    ds = FrameDataset(meta, chunk_size=4)
+    ds = FrameDataset(meta, chunk_size=4, video_backend=backend)
     assert len(ds) == 60
     for idx in (0, 5, 11, 12, 23, 30, 47, 48, 59):
         _assert_frames_match(ds, idx)
@@ -102,7 +106,8 @@ def test_v30_from_timestamp_locates_later_episodes_in_a_shared_video(v30_multi_f
     _assert_frames_match(ds, second_in_file.dataset_from_index)
 
 
-def test_v21_frames_decode_to_what_was_encoded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_v21_frames_decode_to_what_was_encoded(tmp_path: Path, backend: str) -> None:
     root = _write(tmp_path / "v21", version="v2.1")
     meta = load_meta(root)
     assert meta.version == "v2.1"
@@ -110,7 +115,7 @@ def test_v21_frames_decode_to_what_was_encoded(tmp_path: Path) -> None:
     video = meta.episodes[2].videos["observation.images.wrist"]
     assert video.path == root / "videos/chunk-000/observation.images.wrist/episode_000002.mp4"
     assert video.from_timestamp == 0.0
-    ds = FrameDataset(root, chunk_size=3, with_task=True)
+    ds = FrameDataset(root, chunk_size=3, with_task=True, video_backend=backend)
     for idx in (0, 7, 8, 15, 23):
         _assert_frames_match(ds, idx)
     assert ds[9]["task"] == meta.tasks[1]
@@ -131,9 +136,13 @@ def test_each_codec_round_trips_through_a_shared_v30_video(tmp_path: Path, codec
     assert meta.camera_codecs == {"observation.images.front": name}
     info = json.loads((root / "meta/info.json").read_text())
     assert info["features"]["observation.images.front"]["info"]["video.codec"] == name
-    ds = FrameDataset(meta, chunk_size=2)
-    for idx in range(len(ds)):
-        _assert_frames_match(ds, idx)
+    # Both decoders LeRobot uses give the same pixels (the same FFmpeg decode and RGB conversion).
+    pyav = FrameDataset(meta, chunk_size=2, video_backend="pyav")
+    torchcodec = FrameDataset(meta, chunk_size=2, video_backend="torchcodec")
+    for idx in range(len(pyav)):
+        _assert_frames_match(pyav, idx)
+        key = meta.camera_keys[0]
+        assert torch.equal(torchcodec[idx][key], pyav[idx][key]), (codec, idx)
 
 
 def test_image_stored_cameras_decode_exactly(tmp_path: Path) -> None:
@@ -173,12 +182,15 @@ def test_action_chunk_is_clamped_and_padded_at_an_episode_end(v30_multi_file: Pa
     assert float(middle["timestamp"]) == pytest.approx(1 / FPS)
 
 
-def test_dataset_feeds_a_spawn_dataloader_with_two_workers(v30_multi_file: Path) -> None:
-    ds = FrameDataset(v30_multi_file, chunk_size=4, with_task=True)
-    ds[0]  # loads a data file into this process's cache: pickling must not carry it
+@pytest.mark.parametrize(
+    ("backend", "start"), [("pyav", "spawn"), ("torchcodec", "spawn"), ("torchcodec", "fork")]
+)
+def test_dataset_feeds_a_dataloader_with_two_workers(v30_multi_file: Path, backend: str, start: str) -> None:
+    ds = FrameDataset(v30_multi_file, chunk_size=4, with_task=True, video_backend=backend)
+    ds[0]  # opens a data file (and torchcodec's decoders) here: workers must not share them
     assert len(pickle.dumps(ds)) < 50_000
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=8, shuffle=True, num_workers=2, multiprocessing_context="spawn"
+        ds, batch_size=8, shuffle=True, num_workers=2, multiprocessing_context=start
     )
     seen = []
     for batch in loader:
@@ -284,8 +296,9 @@ def test_broken_dataset_raises_one_line_error_naming_the_file(
     assert str(root / culprit) in message, message
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_timestamp_past_the_end_of_a_video_fails_at_decode_naming_file_and_time(
-    tmp_path: Path, small_v30: Path
+    tmp_path: Path, small_v30: Path, backend: str
 ) -> None:
     root = shutil.copytree(small_v30, tmp_path / "ds")
     path = root / "meta/episodes/chunk-000/file-000.parquet"
@@ -293,7 +306,7 @@ def test_timestamp_past_the_end_of_a_video_fails_at_decode_naming_file_and_time(
     name = "videos/observation.images.front/from_timestamp"
     late = pa.array([t + 10.0 for t in table.column(name).to_pylist()], type=pa.float64())
     pq.write_table(table.set_column(table.schema.get_field_index(name), name, late), path)
-    ds = FrameDataset(root, chunk_size=1)
+    ds = FrameDataset(root, chunk_size=1, video_backend=backend)
     with pytest.raises(DatasetError) as err:
         ds[0]
     message = str(err.value)
@@ -305,3 +318,11 @@ def test_v21_missing_episodes_jsonl_is_a_dataset_error(tmp_path: Path) -> None:
     (root / "meta/episodes.jsonl").unlink()
     with pytest.raises(DatasetError, match="episodes.jsonl"):
         load_meta(root)
+
+
+def test_torchcodec_loads_here_as_the_tests_need() -> None:
+    # The tests above decode with torchcodec for real: it must load (FFmpeg's shared libraries,
+    # installed by bash scripts/setup.sh --test), never be skipped.
+    assert backend_error("torchcodec") is None, backend_error("torchcodec")
+    assert backend_error("pyav") is None
+    assert "unknown video backend" in (backend_error("opencv") or "")

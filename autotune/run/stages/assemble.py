@@ -38,8 +38,11 @@ def assemble(
     at_max = search.result_at(search.max_batch)
     train = command(
         cfg.trainer,
-        setting(ctx, winner, batch, best.num_workers, best.prefetch_factor, decision.grad_accum_steps),
-    )
+        setting(
+            ctx, winner, batch, best.num_workers, best.prefetch_factor, decision.grad_accum_steps,
+            workers.video_backend,
+        ),
+    )  # fmt: skip
     measured_params = next((p for p in search.probes if p.trainable_params), None)
     speedup, spread, pairs = speedup_vs_default(workers)
     beside = next((o for o in outcomes if o.variant.beside), None)
@@ -47,6 +50,8 @@ def assemble(
     if bound is not None:
         notes.append(bound.summary())
     notes = [*train.caveats, *notes]
+    if ctx.decoder.note:
+        notes.append(ctx.decoder.note)
     return Profile(
         policy=cfg.policy,
         run_id=ctx.run_id,
@@ -97,6 +102,9 @@ def assemble(
         trainable_params=measured_params.trainable_params if measured_params else 0,
         total_params=measured_params.total_params if measured_params else 0,
         notes=notes,
+        video_backend=workers.video_backend or ctx.decoder.measured,
+        video_backend_default=ctx.decoder.trainer_default,
+        video_backend_note=ctx.decoder.note,
     )
 
 
@@ -162,13 +170,25 @@ def speedup_vs_default(workers: StudyOutcome) -> tuple[float | None, float | Non
 
 
 def decisions(winner: VariantOutcome, workers: StudyOutcome) -> list[Decision]:
-    """The comparisons weighed against the noise: the batch, the variant (--compare), the workers."""
-    found = [winner.decision.decision if winner.decision else None, winner.choice, workers.decision]
+    """The comparisons weighed against the noise: the batch, the variant (--compare), the workers,
+    the video decoder."""
+    found = [
+        winner.decision.decision if winner.decision else None,
+        winner.choice,
+        workers.decision,
+        workers.decoder_decision,
+    ]
     return [d for d in found if d is not None]
 
 
 def setting(
-    ctx: RunContext, outcome: VariantOutcome, batch: int, workers: int, prefetch: int | None, accum: int = 1
+    ctx: RunContext,
+    outcome: VariantOutcome,
+    batch: int,
+    workers: int,
+    prefetch: int | None,
+    accum: int = 1,
+    video_backend: str = "",
 ) -> Setting:
     """What the trainer should train with for ``outcome`` at ``batch``."""
     cfg = ctx.cfg
@@ -186,6 +206,8 @@ def setting(
         prefetch_factor=prefetch,
         grad_accum_steps=accum,
         gpus=cfg.gpus,
+        video_backend=video_backend or ctx.decoder.measured,
+        trainer_video_backend=ctx.decoder.trainer_default,
     )
 
 

@@ -9,6 +9,7 @@ from autotune.run.context import RunContext
 from autotune.run.datasets import write_variant
 from autotune.run.prober import Prober
 from autotune.run.stages.variant import VariantOutcome
+from autotune.trainer.decoder import FFMPEG_PACKAGES
 from autotune.tuning.feed_model import FeedModel, InputBound, Remedy, diagnose, is_input_bound
 from autotune.tuning.study import StudyOutcome
 
@@ -28,13 +29,43 @@ def diagnose_input(
         return None
     log.info("input-bound: measuring what would help")
     remedies = measure_remedies(ctx, prober, winner, workers, feed) if ctx.data.encoder else []
+    other = decoder_remedy(ctx, prober.decoded.get(str(ctx.data.root), {}), workers, feed)
     return diagnose(
         batch_size=decision.batch_size,
         data_s=best.data_s,
         updt_s=best.updt_s,
         model=feed,
         cameras=ctx.data.cameras,
-        remedies=remedies,
+        remedies=[*remedies, *([other] if other else [])],
+        decoder=ctx.decoder.measured if ctx.data.codec else "",
+    )
+
+
+def decoder_remedy(
+    ctx: RunContext, costs: dict[str, float], workers: StudyOutcome, feed: FeedModel
+) -> Remedy | None:
+    """The other video decoder, where the decode probe measured it reading a sample faster: how to
+    have the trainer use it, and what the loader model predicts with it."""
+    current = ctx.decoder.measured
+    other = next((name for name in costs if name != current), None)
+    if other is None or current not in costs or costs[other] >= costs[current]:
+        return None
+    best = workers.best
+    if other == "pyav" or ctx.decoder.trainer_default == "torchcodec":
+        how = f"--dataset.video_backend={other}"
+    else:  # the trainer's torchcodec does not load: it needs FFmpeg's shared libraries
+        how = (
+            f"FFmpeg's shared libraries installed ({FFMPEG_PACKAGES}) so that the trainer's torchcodec loads"
+        )
+    model = FeedModel(feed.batch_size, costs[other], best.result.updt_s, feed.cores)
+    return Remedy(
+        what=f"decode with {other} instead of {current}: {how}",
+        measured=True,
+        data_s=model.predicted_data_s(best.num_workers),
+        updt_s=best.result.updt_s,
+        samples_per_s=model.predicted_samples_per_s(best.num_workers),
+        detail=f"a sample reads in {costs[other] * 1000:.1f} ms with {other} instead of "
+        f"{costs[current] * 1000:.1f} ms with {current} (measured; data_s and samples/s predicted)",
     )
 
 

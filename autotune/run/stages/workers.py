@@ -8,8 +8,9 @@ from autotune.outputs.profile import conditions_key
 from autotune.run.context import RunContext
 from autotune.run.prober import Prober
 from autotune.run.stages.variant import VariantOutcome
+from autotune.tuning.decoder_choice import challenge_decoder, worth_challenging
 from autotune.tuning.feed_model import FeedModel
-from autotune.tuning.noise import TRIAL_REPEATS
+from autotune.tuning.noise import MAX_PAIRS, TRIAL_REPEATS
 from autotune.tuning.study import (
     LEROBOT_DEFAULT_PREFETCH,
     PREFETCH_CHOICES,
@@ -76,4 +77,36 @@ def tune_workers(
             default_prefetch=fixed or LEROBOT_DEFAULT_PREFETCH,
         )
         # The study's fastest against LeRobot's default, in paired trials against the noise.
-        return confirm_best(outcome, trial, host_budget_bytes=ctx.host_budget, on_trial=record)
+        outcome = confirm_best(outcome, trial, host_budget_bytes=ctx.host_budget, on_trial=record)
+    return tune_decoder(ctx, prober, winner, outcome)
+
+
+def tune_decoder(
+    ctx: RunContext, prober: Prober, winner: VariantOutcome, outcome: StudyOutcome
+) -> StudyOutcome:
+    """The other video decoder the trainer can use (PyAV always; torchcodec where it loads in the
+    trainer and here), at the recommended setting, where the decode probe measured it faster."""
+    decision = winner.decision
+    assert decision is not None
+    current = ctx.decoder.measured
+    outcome.video_backend = current
+    costs = prober.decoded.get(str(ctx.data.root), {})
+    other = "pyav" if current == "torchcodec" else None  # the trainer's torchcodec is measured when it can be
+    if not worth_challenging(current, other, costs):
+        return outcome
+    assert other is not None
+    log.info(
+        "%s read a sample in %.1f ms against %s's %.1f ms: measuring it at the recommended setting",
+        other, costs[other] * 1000, current, costs[current] * 1000,
+    )  # fmt: skip
+
+    def trial(workers: int, prefetch: int | None, backend: str) -> ProbeResult:
+        return prober.trial(winner.variant, decision.batch_size, workers, prefetch, video_backend=backend)
+
+    def record(t: TrialRecord) -> None:
+        prober.record_trial(winner.variant, t)
+
+    with prober.progress.stage("decoder", "video decoder", total=1 + 2 * MAX_PAIRS, unit="trial"):
+        return challenge_decoder(
+            outcome, current, other, trial, host_budget_bytes=ctx.host_budget, on_trial=record
+        )
