@@ -49,8 +49,41 @@ def run_dataset_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
         fps=int(meta.fps),
         codec=codec,
         version=meta.version,
+        undecodable=undecodable(meta),
     )
     return {"status": "ok", "dataset": info}
+
+
+CHECKED_EPISODES = 8  # spread over the dataset; each read at its first, middle and last frame
+
+
+def undecodable(meta: Any) -> dict[str, str]:
+    """Per video backend that loads here, the first sample it cannot decode as LeRobot asks for it
+    (torchcodec's approximate seek can land a frame off on some files, where PyAV's exact decode
+    does not). Empty where the dataset has no videos, or every backend decodes every sample read."""
+    from probes.dataset import DatasetError, FrameDataset
+    from probes.dataset.decode import BACKENDS, backend_error
+
+    if not meta.video_keys:
+        return {}
+    episodes = meta.episodes
+    step = max(1, len(episodes) // CHECKED_EPISODES)
+    indices = []
+    for ep in episodes[::step][:CHECKED_EPISODES]:
+        last = ep.dataset_to_index - 1
+        indices += sorted({ep.dataset_from_index, (ep.dataset_from_index + last) // 2, last})
+    failed: dict[str, str] = {}
+    for backend in BACKENDS:
+        if backend_error(backend) is not None:
+            continue
+        dataset = FrameDataset(meta, chunk_size=1, video_backend=backend)
+        for index in indices:
+            try:
+                dataset[index]
+            except DatasetError as exc:
+                failed[backend] = str(exc)
+                break
+    return failed
 
 
 def _version(package: str) -> str:

@@ -146,9 +146,14 @@ def run_decode_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
             errors[backend] = error
             continue
         _use_backend(session.dataset, backend)
-        by_backend[backend] = time_samples(
-            session.dataset, request.seed, samples=max(4, request.measure_steps)
-        )
+        try:
+            by_backend[backend] = time_samples(
+                session.dataset, request.seed, samples=max(4, request.measure_steps)
+            )
+        except (ValueError, RuntimeError, OSError) as exc:  # LeRobot's FrameTimestampError is a ValueError
+            if backend == request.video_backend:
+                raise
+            errors[backend] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if request.video_backend in errors:
         message = f"video backend {request.video_backend} cannot load: {errors[request.video_backend]}"
         return {"status": "error", "message": message, "backend_errors": errors}

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from probes import catalogue, distributed
-from probes.dataset import FrameDataset
+from probes.dataset import DatasetError, FrameDataset
 from probes.dataset.decode import BACKENDS, backend_error
 from probes.device import synchronize
 from probes.memory import PeakWatcher, children_of, pss_bytes
@@ -59,7 +59,12 @@ def run_decode_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
             errors[backend] = error
             continue
         dataset = open_dataset(dataclasses.replace(request, video_backend=backend), chunk)
-        by_backend[backend] = time_samples(dataset, request.seed, samples=max(4, request.measure_steps))
+        try:
+            by_backend[backend] = time_samples(dataset, request.seed, samples=max(4, request.measure_steps))
+        except DatasetError as exc:
+            if backend == request.video_backend:
+                raise
+            errors[backend] = str(exc)  # another decoder that cannot read this dataset: not an option
         if not dataset.meta.video_keys:
             break  # no videos: the backends read the same
     if request.video_backend in errors:

@@ -67,6 +67,9 @@ class DatasetInfo:
     fps: int
     codec: str | None  # of the first video camera; None when every camera is stored as images
     version: str  # "v3.0" or "v2.1"
+    # Per video backend that loads but cannot decode samples of this dataset as LeRobot asks for
+    # them, the first error (a decoder that decodes every sample checked is absent).
+    undecodable: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

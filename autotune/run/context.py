@@ -29,7 +29,7 @@ from autotune.run.config import DEFAULT_CAMERAS, DEFAULT_IMAGE_SIZE, RunConfig, 
 from autotune.run.datasets import DatasetShape, prepare_dataset
 from autotune.run.lock import run_lock
 from autotune.run.probe_client import run_probe
-from autotune.trainer.decoder import Decoder, trainer_decoder
+from autotune.trainer.decoder import Decoder, for_dataset, trainer_decoder
 from autotune.units import format_bytes
 from probes import catalogue
 from probes.protocol import Environment, ModelSpec, ProbeRequest
@@ -284,7 +284,7 @@ def _open(cfg: RunConfig, environment: Environment, held: contextlib.ExitStack) 
         policy_args = check_policy(cfg, model_spec(cfg, data, requested))
     memory_limit = cfg.memory_limit_bytes or default_memory_limit(cfg, environment)
     fingerprint = fp.take(cfg.device, environment, cfg.trainer.version)
-    decoder = trainer_decoder(cfg.trainer, environment)
+    decoder = for_dataset(trainer_decoder(cfg.trainer, environment), data.undecodable, cfg.trainer.label)
     conditions = Conditions(
         device=cfg.device,
         precision=cfg.precision,

@@ -7,7 +7,7 @@ not there yet) and reads the metadata, so that decoding libraries and torch stay
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autotune.errors import ProbeError, UserError
@@ -46,6 +46,7 @@ class DatasetShape:
     fps: int = SYNTHETIC_FPS
     codec: str | None = "av1"  # of the first video camera; None when cameras are images
     version: str = "v3.0"  # the LeRobotDataset format: "v3.0" or "v2.1"
+    undecodable: dict[str, str] = field(default_factory=dict)  # backend -> the first sample it failed
 
     @property
     def encoder(self) -> str | None:
@@ -121,6 +122,7 @@ def prepare_dataset(cfg: RunConfig) -> DatasetShape:
         fps=info.fps,
         codec=info.codec,
         version=info.version,
+        undecodable=dict(info.undecodable),
     )
 
 

@@ -149,3 +149,18 @@ def trainer_decoder(trainer: Trainer, environment: Environment) -> Decoder:
     if decoder.note:
         log.warning("%s", decoder.note)
     return decoder
+
+
+def for_dataset(decoder: Decoder, undecodable: dict[str, str], trainer_label: str) -> Decoder:
+    """``decoder``, unless its choice cannot decode samples of the dataset (the dataset probe read a
+    few per episode, as LeRobot asks for them) where PyAV can: then PyAV, asked for in the command,
+    since the trainer would stop at that frame."""
+    failed = undecodable.get(decoder.measured)
+    if failed is None or decoder.measured == "pyav" or "pyav" in undecodable:
+        return decoder
+    note = (
+        f"{decoder.measured}, as {trainer_label} calls it, cannot decode this dataset ({failed}), so "
+        "training would stop there: measured with PyAV, which decodes it, and the command asks for PyAV"
+    )
+    log.warning("%s", note)
+    return Decoder(decoder.trainer_default, "pyav", f"{note}; {decoder.note}" if decoder.note else note)

@@ -563,7 +563,7 @@ def test_a_lerobot_newer_than_the_table_says_whose_flags_are_assumed(
         trainer = find_trainer(None, "99.0")
     assert trainer.version == "99.0"
     notes = [r.getMessage() for r in caplog.records if "99.0" in r.getMessage()]
-    assert len(notes) == 1 and "assumed to be those of 0.6.2.dev0" in notes[0] and "--verify" in notes[0]
+    assert len(notes) == 1 and "assumed to be those of 0.7.0" in notes[0] and "--verify" in notes[0]
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         find_trainer(None, "0.6.1")

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from autotune.trainer.command import command
-from autotune.trainer.decoder import FFMPEG_PACKAGES, TorchcodecState, decide, torchcodec_state
+from autotune.trainer.decoder import FFMPEG_PACKAGES, TorchcodecState, decide, for_dataset, torchcodec_state
 from autotune.trainer.versions import Trainer
 from tests.autotune.test_lerobot import setting
 from tests.e2e.shared import LEROBOT
@@ -81,3 +81,14 @@ def test_torchcodec_state_is_read_in_each_real_environment() -> None:
         assert theirs.loads and theirs.detail.startswith("0.11"), theirs  # what lerobot 0.6.1 pins
     missing = torchcodec_state(LEROBOT / "bin" / "no-such-python")
     assert missing.state == "error" and "could not check" in missing.detail
+
+
+def test_a_dataset_the_trainers_torchcodec_cannot_decode_is_measured_and_trained_with_pyav() -> None:
+    chosen = decide(OK, OK, "lerobot-train 0.6.1")
+    failed = {"torchcodec": "dataset x.mp4: no frame within 0.0001 s of timestamp 0.900000 s"}
+    decoder = for_dataset(chosen, failed, "lerobot-train 0.6.1")
+    assert decoder.measured == "pyav" and decoder.flag == "--dataset.video_backend=pyav"
+    assert "cannot decode this dataset (dataset x.mp4" in decoder.note
+    assert for_dataset(chosen, {}, "lerobot-train 0.6.1") is chosen
+    both = {**failed, "pyav": "dataset x.mp4: truncated"}  # neither decodes: the run fails on it later
+    assert for_dataset(chosen, both, "lerobot-train 0.6.1") is chosen

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from autotune.errors import ProbeError
+from autotune.trainer.decoder import Decoder
 from autotune.tuning.memory_fit import MemoryFit
 from autotune.tuning.search import DEFAULT_MAX_BATCH, find_max_batch
 from probes.protocol import AMBIGUOUS_OOM, KERNEL_LIMIT, ProbeResult
@@ -155,6 +156,8 @@ def test_the_profile_records_the_kernels_limit_and_its_note(
         study_name="s",
         repeats=[],
         decision=None,
+        decoder_decision=None,
+        video_backend="",
     )
     cfg = SimpleNamespace(
         policy="act", max_batch=DEFAULT_MAX_BATCH, headroom=0.1, gpus=1, device="cuda:0", results=tmp_path,
@@ -163,6 +166,7 @@ def test_the_profile_records_the_kernels_limit_and_its_note(
     ctx = SimpleNamespace(
         cfg=cfg, run_id="r1", fingerprint=SimpleNamespace(to_dict=dict), conditions={}, policy_args=[],
         backend="rebuilt", data=SimpleNamespace(kind="user", repo_id="me/data", root=tmp_path, version="v3.0"),
+        decoder=Decoder("torchcodec", "torchcodec"),
     )  # fmt: skip
     profile = A.assemble(ctx, winner, [winner], workers, None, None)
     assert profile.search["limit_batch_size"] == 1500

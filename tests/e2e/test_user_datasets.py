@@ -67,6 +67,19 @@ def test_a_users_dataset_tunes_end_to_end_with_its_own_shapes(
     assert f"--dataset.root={data}" in proc.stdout
     assert "estimated on the meta device" not in proc.stderr  # --no-estimate: the search starts blind
     assert not (tmp_path / "results" / "datasets").exists()  # the user's data is used as it is
+    command = proc.stdout.strip().splitlines()[-1]
+    if codec == "hevc":
+        # torchcodec's approximate seek (LeRobot's, 0.11 and 0.17 alike) lands a frame off in this
+        # HEVC file, where lerobot-train would stop: the workers read with PyAV, and the command
+        # asks for it.
+        assert profile["video_backend"] == "pyav" and profile["video_backend_default"] == "torchcodec"
+        assert (
+            "--dataset.video_backend=pyav" in command
+            and "cannot decode this dataset" in profile["video_backend_note"]
+        )
+        assert set(trials.video_backend) == {"pyav"}
+    elif storage == "video":
+        assert profile["video_backend"] == "torchcodec" and "--dataset.video_backend" not in command
 
 
 def test_a_repo_id_is_found_in_the_local_lerobot_cache(tmp_path: Path) -> None:

@@ -101,6 +101,7 @@ def test_a_command_that_names_the_decoder_trains_with_it(tuned, tmp_path) -> Non
     cwd, _ = tuned
     results = tmp_path / "results"
     (results / "profiles").mkdir(parents=True)
+    (results / "datasets").symlink_to(cwd / "results" / "datasets")  # the data it was tuned on
     profile = json.loads((cwd / "results" / "profiles" / "act.json").read_text())
     assert profile["video_backend"] == "torchcodec"  # as the trainer picks: the command is silent
     args = [*profile["lerobot_train_args"], "--dataset.video_backend=pyav"]

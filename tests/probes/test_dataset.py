@@ -326,3 +326,16 @@ def test_torchcodec_loads_here_as_the_tests_need() -> None:
     assert backend_error("torchcodec") is None, backend_error("torchcodec")
     assert backend_error("pyav") is None
     assert "unknown video backend" in (backend_error("opencv") or "")
+
+
+def test_the_dataset_probe_names_a_decoder_that_cannot_decode_the_dataset(tmp_path: Path) -> None:
+    from probes.info import undecodable
+
+    # This HEVC file's stream reports 30.0037 frames/s: torchcodec's approximate seek (what LeRobot
+    # asks for) lands a frame off, and lerobot-train would stop on it; PyAV decodes it exactly.
+    hevc = _write(tmp_path / "hevc", image_size=(48, 64), episodes=4, episode_length=40, codec="hevc",
+                  episodes_per_file=2, seed=3)  # fmt: skip
+    failed = undecodable(load_meta(hevc))
+    assert set(failed) == {"torchcodec"} and "no frame within" in failed["torchcodec"], failed
+    av1 = _write(tmp_path / "av1", episodes=4, episode_length=40, episodes_per_file=2)
+    assert undecodable(load_meta(av1)) == {}
