@@ -58,11 +58,11 @@ CHECKED_EPISODES = 8  # spread over the dataset; each read at its first, middle 
 
 
 def undecodable(meta: Any) -> dict[str, str]:
-    """Per video backend that loads here, the first sample it cannot decode as LeRobot asks for it
-    (torchcodec's approximate seek can land a frame off on some files, where PyAV's exact decode
-    does not). Empty where the dataset has no videos, or every backend decodes every sample read."""
+    """The first sample torchcodec (where it loads here) cannot decode as LeRobot asks for it, keyed
+    by "torchcodec": its approximate seek can land a frame off on some files, where PyAV's exact
+    decode does not. Empty where the dataset has no videos, or every sample read decodes."""
     from probes.dataset import DatasetError, FrameDataset
-    from probes.dataset.decode import BACKENDS, backend_error
+    from probes.dataset.decode import backend_error
 
     if not meta.video_keys:
         return {}
@@ -73,7 +73,9 @@ def undecodable(meta: Any) -> dict[str, str]:
         last = ep.dataset_to_index - 1
         indices += sorted({ep.dataset_from_index, (ep.dataset_from_index + last) // 2, last})
     failed: dict[str, str] = {}
-    for backend in BACKENDS:
+    # torchcodec only: its approximate seek is what can miss where PyAV's exact decode does not
+    # (a file PyAV cannot decode either fails the run later, naming it).
+    for backend in ("torchcodec",):
         if backend_error(backend) is not None:
             continue
         dataset = FrameDataset(meta, chunk_size=1, video_backend=backend)

@@ -18,9 +18,10 @@ fi
 # (without them LeRobot falls back to PyAV, and autotune measures what the trainer will use).
 FFMPEG_LIBS="libavcodec libavformat libavutil libswscale libswresample libavdevice libavfilter"
 missing_ffmpeg() {
-  local lib
+  local lib ldconfig
+  ldconfig="$(command -v ldconfig || echo /sbin/ldconfig)"  # /sbin is not on every user's PATH
   for lib in $FFMPEG_LIBS; do
-    ldconfig -p 2>/dev/null | grep -q "${lib}\.so\.[0-9]" || echo "$lib"
+    "$ldconfig" -p 2>/dev/null | grep -q "${lib}\.so\.[0-9]" || echo "$lib"
   done
 }
 # The distribution's package for each library (Debian 12: libavcodec59, ..., libavfilter8).

@@ -59,10 +59,13 @@ def test_a_command_lerobot_train_refuses_is_reported_with_its_line_and_the_profi
     profile = json.loads(path.read_text())
     broken = {**profile, "lerobot_train_args": [*profile["lerobot_train_args"], "--no_such_flag=1"]}
     path.write_text(json.dumps(broken))
-    proc = autotune("verify", "--policy", "act", "--lerobot", str(LEROBOT), cwd=cwd)
+    try:
+        proc = autotune("verify", "--policy", "act", "--lerobot", str(LEROBOT), cwd=cwd)
+        kept = json.loads(path.read_text())
+    finally:
+        path.write_text(json.dumps(profile))  # the tuned profile, as the other tests read it
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "failed" in proc.stdout and "--no_such_flag" in proc.stdout
-    kept = json.loads(path.read_text())
     assert kept["run_id"] == profile["run_id"] and kept["verification"]["status"] == "failed"
     assert pd.read_csv(cwd / "results" / "verify.csv")["status"].tolist()[-1] == "failed"
 
