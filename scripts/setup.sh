@@ -18,10 +18,11 @@ fi
 # (without them LeRobot falls back to PyAV, and autotune measures what the trainer will use).
 FFMPEG_LIBS="libavcodec libavformat libavutil libswscale libswresample libavdevice libavfilter"
 missing_ffmpeg() {
-  local lib ldconfig
+  local lib ldconfig found
   ldconfig="$(command -v ldconfig || echo /sbin/ldconfig)"  # /sbin is not on every user's PATH
+  found="$("$ldconfig" -p 2>/dev/null || true)"  # read whole: grep -q on a pipe trips pipefail
   for lib in $FFMPEG_LIBS; do
-    "$ldconfig" -p 2>/dev/null | grep -q "${lib}\.so\.[0-9]" || echo "$lib"
+    grep -q "${lib}\.so\.[0-9]" <<<"$found" || echo "$lib"
   done
 }
 # The distribution's package for each library (Debian 12: libavcodec59, ..., libavfilter8).
