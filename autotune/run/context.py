@@ -327,7 +327,7 @@ def _open(cfg: RunConfig, environment: Environment, held: contextlib.ExitStack) 
         },
     )
     host_budget = cfg.host_memory_limit_bytes or int(HOST_BUDGET_SHARE * host.available_bytes())
-    ctx = RunContext(
+    return RunContext(
         cfg=cfg,
         run_id=run_id,
         started_s=started_s,
@@ -342,4 +342,3 @@ def _open(cfg: RunConfig, environment: Environment, held: contextlib.ExitStack) 
         backend=f"lerobot {cfg.trainer.version}" if cfg.backend == "lerobot" else "rebuilt",
         decoder=decoder,
     )
-    return ctx

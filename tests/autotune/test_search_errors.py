@@ -145,7 +145,7 @@ def test_the_profile_records_the_kernels_limit_and_its_note(
     decision = decide_batch(search, lambda size, phase: probe(size), headroom=0.1, soak=False)
     winner = VariantOutcome(Variant("bf16", True), search, decision)
     trial = SimpleNamespace(
-        num_workers=2, prefetch_factor=2, is_lerobot_default=False, resumed=False,
+        num_workers=2, prefetch_factor=2, setting=(2, 2), is_lerobot_default=False, resumed=False,
         result=ProbeResult("ok", decision.batch_size, data_s=0.01, updt_s=0.1, samples_per_s=100.0),
     )  # fmt: skip
     workers = SimpleNamespace(

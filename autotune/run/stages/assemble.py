@@ -36,22 +36,17 @@ def assemble(
     best, default = workers.best, workers.lerobot_default
     peak_alloc, peak_reserved = peaks(winner, best.result)
     at_max = search.result_at(search.max_batch)
-    train = command(
-        cfg.trainer,
-        setting(
-            ctx, winner, batch, best.num_workers, best.prefetch_factor, decision.grad_accum_steps,
-            workers.video_backend,
-        ),
-    )  # fmt: skip
+    accum = decision.grad_accum_steps
+    train = command(cfg.trainer, setting(ctx, winner, batch, *best.setting, accum, workers.video_backend))
     measured_params = next((p for p in search.probes if p.trainable_params), None)
     speedup, spread, pairs = speedup_vs_default(workers)
     beside = next((o for o in outcomes if o.variant.beside), None)
-    notes = run_notes(ctx, winner, outcomes, workers, peak_reserved)
-    if bound is not None:
-        notes.append(bound.summary())
-    notes = [*train.caveats, *notes]
-    if ctx.decoder.note:
-        notes.append(ctx.decoder.note)
+    notes = [
+        *train.caveats,
+        *run_notes(ctx, winner, outcomes, workers, peak_reserved),
+        *([bound.summary()] if bound is not None else []),
+        *([ctx.decoder.note] if ctx.decoder.note else []),
+    ]
     return Profile(
         policy=cfg.policy,
         run_id=ctx.run_id,
@@ -64,7 +59,7 @@ def assemble(
         certified=search.certified,
         batch_size=batch,
         headroom_batch_size=decision.headroom_batch,
-        grad_accum_steps=decision.grad_accum_steps,
+        grad_accum_steps=accum,
         num_workers=best.num_workers,
         prefetch_factor=best.prefetch_factor,
         data_s=best.result.data_s,
@@ -93,7 +88,7 @@ def assemble(
         lerobot_source=cfg.trainer.source,
         backend=ctx.backend,
         gpus=cfg.gpus,
-        effective_batch_size=batch * cfg.gpus * decision.grad_accum_steps,
+        effective_batch_size=batch * cfg.gpus * accum,
         lerobot_train_env=train.env,
         lerobot_train_reproduces=train.reproduces,
         lerobot_train_caveats=train.caveats,
@@ -102,10 +97,17 @@ def assemble(
         trainable_params=measured_params.trainable_params if measured_params else 0,
         total_params=measured_params.total_params if measured_params else 0,
         notes=notes,
-        video_backend=workers.video_backend or ctx.decoder.measured,
-        video_backend_default=ctx.decoder.trainer_default,
-        video_backend_note=ctx.decoder.note,
+        **decoder_fields(ctx, workers),
     )
+
+
+def decoder_fields(ctx: RunContext, workers: StudyOutcome) -> dict[str, Any]:
+    """The profile's video decoder: the one recommended, the trainer's own, and why they differ."""
+    return {
+        "video_backend": workers.video_backend or ctx.decoder.measured,
+        "video_backend_default": ctx.decoder.trainer_default,
+        "video_backend_note": ctx.decoder.note,
+    }
 
 
 def peaks(winner: VariantOutcome, best: ProbeResult) -> tuple[int, int]:
