@@ -6,7 +6,7 @@ between two rows has the abilities of the row below it (:func:`autotune.trainer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -172,40 +172,19 @@ RELEASES: tuple[Abilities, ...] = (
         },
         torchcodec_fallback=True,  # utils/import_utils.py@main(7427f31)
     ),
-    Abilities(
+)
+
+# 0.7.0, from its release notes (the tag's source was not in this project's mirror, which stops at
+# v0.6.1 and main of 2026-08-22): main's abilities, with --wandb.* renamed --trackio.*. Mixed
+# precision is --accelerator.mixed_precision as on main, and accelerate's environment is refused
+# unless LEROBOT_ALLOW_ACCELERATE_ENV=1, so no ACCELERATE_MIXED_PRECISION.
+RELEASES = (
+    *RELEASES,
+    replace(
+        RELEASES[-1],
         since="0.7.0",
-        # From the v0.7.0 release notes (the tag's source was not in this project's mirror, which
-        # stops at v0.6.1 and main of 2026-08-22): --wandb.* became --trackio.*; mixed precision is
-        # --accelerator.mixed_precision, and accelerate's environment is refused unless
-        # LEROBOT_ALLOW_ACCELERATE_ENV=1, so no ACCELERATE_MIXED_PRECISION; the rest as main's.
         source="release notes of v0.7.0",
-        precision={
-            "cuda": {
-                "fp16": "flag:--accelerator.mixed_precision=fp16",
-                "bf16": "flag:--accelerator.mixed_precision=bf16",
-            },
-            "cpu": {"bf16": "flag:--accelerator.mixed_precision=bf16"},
-        },
-        grad_accumulation_flag="--accelerator.gradient_accumulation.steps",
-        grad_checkpointing_policies=("pi0", "pi05", "pi0_fast", "eo1", "molmoact2", "diffusion"),
-        prefetch_flag=True,
-        fixed_prefetch=None,
-        persistent_workers=True,
-        start_method="spawn",
-        start_method_flag=True,
-        data_s_includes_prep=False,
-        dataset_format="v3.0",
-        multi_gpu="torchrun --nproc-per-node=N $(which lerobot-train) ...",
-        flags=(_COMMON - {"--wandb.enable"})
-        | {
-            "--trackio.enable",
-            "--prefetch_factor",
-            "--persistent_workers",
-            "--dataloader_multiprocessing_context",
-            "--accelerator.mixed_precision",
-            "--accelerator.gradient_accumulation.steps",
-        },
-        torchcodec_fallback=True,
+        flags=(RELEASES[-1].flags - {"--wandb.enable"}) | {"--trackio.enable"},
         tracker_off="--trackio.enable=false",
     ),
 )
