@@ -136,34 +136,17 @@ def _use_backend(dataset: Any, backend: str) -> None:
 def run_decode_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
     """LeRobot's dataset read one sample at a time, with the request's video backend and with every
     other one that loads here (LeRobot's dataset reads its ``video_backend`` at each query)."""
-    from probes.dataset.decode import BACKENDS, backend_error
+    from probes.dataset.decode import decode_probe_fields
 
     session = open_session(request, None)
-    by_backend, errors = {}, {}
-    for backend in (request.video_backend, *(b for b in BACKENDS if b != request.video_backend)):
-        error = backend_error(backend)
-        if error is not None:
-            errors[backend] = error
-            continue
+
+    def read_s(backend: str) -> float:
         _use_backend(session.dataset, backend)
-        try:
-            by_backend[backend] = time_samples(
-                session.dataset, request.seed, samples=max(4, request.measure_steps)
-            )
-        except (ValueError, RuntimeError, OSError) as exc:  # LeRobot's FrameTimestampError is a ValueError
-            if backend == request.video_backend:
-                raise
-            errors[backend] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    if request.video_backend in errors:
-        message = f"video backend {request.video_backend} cannot load: {errors[request.video_backend]}"
-        return {"status": "error", "message": message, "backend_errors": errors}
-    return {
-        "status": "ok",
-        "decode_s_per_sample": by_backend[request.video_backend],
-        "decode_s_by_backend": by_backend,
-        "backend_errors": errors,
-        "steps": request.measure_steps,
-    }
+        return time_samples(session.dataset, request.seed, samples=max(4, request.measure_steps))
+
+    # LeRobot's FrameTimestampError is a ValueError.
+    fields = decode_probe_fields(request.video_backend, read_s, (ValueError, RuntimeError, OSError))
+    return {**fields, "steps": request.measure_steps}
 
 
 def run_worker_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import torch
 
 from probes import catalogue, distributed
 from probes.dataset import DatasetError, FrameDataset
-from probes.dataset.decode import BACKENDS, backend_error
+from probes.dataset.decode import decode_probe_fields
 from probes.device import synchronize
 from probes.memory import PeakWatcher, children_of, pss_bytes
 from probes.protocol import ProbeRequest
@@ -52,32 +52,15 @@ def run_decode_probe(request: ProbeRequest, on_exceed: Any) -> dict[str, Any]:
     the request's video backend and with every other one that loads here."""
     assert request.model is not None
     chunk = catalogue.build_config(request.model).chunk_size
-    by_backend, errors = {}, {}
-    for backend in (request.video_backend, *(b for b in BACKENDS if b != request.video_backend)):
-        error = backend_error(backend)
-        if error is not None:
-            errors[backend] = error
-            continue
+
+    def read_s(backend: str) -> float | None:
         dataset = open_dataset(dataclasses.replace(request, video_backend=backend), chunk)
-        try:
-            by_backend[backend] = time_samples(dataset, request.seed, samples=max(4, request.measure_steps))
-        except DatasetError as exc:
-            if backend == request.video_backend:
-                raise
-            errors[backend] = str(exc)  # another decoder that cannot read this dataset: not an option
-        if not dataset.meta.video_keys:
-            break  # no videos: the backends read the same
-    if request.video_backend in errors:
-        return {
-            "status": "error",
-            "message": f"video backend {request.video_backend} cannot load: {errors[request.video_backend]}",
-            "backend_errors": errors,
-        }
+        if backend != request.video_backend and not dataset.meta.video_keys:
+            return None  # no videos: every backend reads the same
+        return time_samples(dataset, request.seed, samples=max(4, request.measure_steps))
+
     return {
-        "status": "ok",
-        "decode_s_per_sample": by_backend[request.video_backend],
-        "decode_s_by_backend": by_backend,
-        "backend_errors": errors,
+        **decode_probe_fields(request.video_backend, read_s, (DatasetError,)),
         "steps": request.measure_steps,
     }
 

@@ -14,6 +14,7 @@ import io
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,37 @@ def decode_image(value: Any, root: Path, path: Path, row: int, key: str) -> torc
             path, f"row {row} of {key!r} is not a readable image ({reason(exc)})", REFETCH_HINT
         ) from exc
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def decode_probe_fields(
+    wanted: str, read_s: Callable[[str], float | None], misses: tuple[type[BaseException], ...]
+) -> dict[str, Any]:
+    """A decode probe's fields: ``read_s(backend)`` (seconds per sample; None: no videos, so the
+    other backends read the same) for ``wanted`` and then every other backend that loads here. One
+    that raises ``misses`` is recorded in ``backend_errors`` unless it is ``wanted``."""
+    by_backend: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    for backend in (wanted, *(b for b in BACKENDS if b != wanted)):
+        error = backend_error(backend)
+        if error is not None:
+            errors[backend] = error
+            continue
+        try:
+            seconds = read_s(backend)
+        except misses as exc:
+            if backend == wanted:
+                raise
+            errors[backend] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            continue
+        if seconds is None:
+            break
+        by_backend[backend] = seconds
+    if wanted in errors:
+        message = f"video backend {wanted} cannot load: {errors[wanted]}"
+        return {"status": "error", "message": message, "backend_errors": errors}
+    return {
+        "status": "ok",
+        "decode_s_per_sample": by_backend[wanted],
+        "decode_s_by_backend": by_backend,
+        "backend_errors": errors,
+    }
