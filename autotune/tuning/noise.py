@@ -23,9 +23,13 @@ count: the largest of several noisy figures is biased upwards by being chosen. F
 ratios ``d_i = log(A_i / B_i)``: the speedup is ``exp(mean d)``, its spread one standard error,
 ``max(sqrt(2) x noise, stdev d, sqrt(2) x the pooled spread of each side's repeats) /
 sqrt(pairs)`` (the last two from two pairs on: with so few pairs the largest is trusted). The difference
-**clears the noise** when ``|mean d|`` is more than :data:`Z` times that spread. The challenger wins
-only when it clears on :data:`MIN_PAIRS_TO_WIN` pairs or more (one pair cannot show its own
-spread); a first pair that clears in the default's favour ends the comparison. Otherwise the
+**clears the noise** when ``|mean d|`` is more than :data:`Z` times the spread that the measured
+noise gives, and more than Student's t (95%, ``pairs - 1`` degrees of freedom, :func:`t_quantile`)
+times the spread that the pairs themselves show: a spread read from two or three pairs is itself
+uncertain, so the pairs must agree closely before they can change an answer (from two pairs,
+12.7 times). The challenger wins only when it clears on :data:`MIN_PAIRS_TO_WIN` pairs or more
+(one pair cannot show its own spread); a first pair that clears in the default's favour ends the
+comparison, and so does a challenger that is behind on average from two pairs on. Otherwise the
 default stands, and the answer says "no measurable difference".
 
 **Read as a trend.** samples/s against batch size is read as a line of step time against batch
@@ -50,7 +54,7 @@ from typing import Any
 
 Z = 2.0  # a difference counts when it is more than this many times its spread
 NOISE_FLOOR = 0.02  # the relative noise of one measurement is never taken below this
-MAX_PAIRS = 2  # paired runs (A B) per comparison at most
+MAX_PAIRS = 3  # paired runs (A B) per comparison at most
 MIN_PAIRS_TO_WIN = 2  # a challenger wins on this many pairs or more, never on one
 TREND_Z = 3.0  # a point this many noise spreads off the trend is measured again
 TREND_FROM = 0.25  # the trend is read from this share of the default batch upwards
@@ -114,6 +118,7 @@ class Verdict:
     spread: float  # one standard error of the ratio (in the ratio's units)
     pairs: int  # paired runs (0: single measurements only)
     noise: float  # the relative noise of one measurement it was judged against
+    margin: float | None = None  # |log ratio| must exceed this to clear (None: Z standard errors)
 
     @property
     def log_spread(self) -> float:
@@ -121,8 +126,10 @@ class Verdict:
 
     @property
     def clears(self) -> bool:
-        """The difference is more than :data:`Z` times its spread."""
-        return self.ratio > 0 and abs(math.log(self.ratio)) > Z * self.log_spread
+        """The difference is more than its margin: :data:`Z` times its spread, or more where the
+        spread rests on the pairs alone (see the module's rule)."""
+        margin = Z * self.log_spread if self.margin is None else self.margin
+        return self.ratio > 0 and abs(math.log(self.ratio)) > margin
 
     @property
     def challenger_wins(self) -> bool:
@@ -146,15 +153,31 @@ def judge(pairs: Sequence[tuple[float, float]], noise: float) -> Verdict:
     d = [math.log(a / b) for a, b in kept]
     if not d:
         return Verdict(ratio=0.0, spread=math.inf, pairs=0, noise=noise)
-    sd = math.sqrt(2.0) * noise
+    prior = math.sqrt(2.0) * noise  # the spread of one pair's d that the measured noise gives
+    shown = 0.0  # the spread the pairs show themselves
     if len(d) >= 2:
         # The pairs' own spread, and the spread of each side's repeats (which drift between the
-        # pairs adds to): with so few pairs, the largest of the three is the one trusted.
+        # pairs adds to): with so few pairs, the largest is the one trusted.
         repeats = pooled(groups([[a for a, _ in kept], [b for _, b in kept]]))
-        sd = max(sd, statistics.stdev(d), math.sqrt(2.0) * repeats)
-    mean = statistics.fmean(d)
-    ratio = math.exp(mean)
-    return Verdict(ratio=ratio, spread=ratio * sd / math.sqrt(len(d)), pairs=len(d), noise=noise)
+        shown = max(statistics.stdev(d), math.sqrt(2.0) * repeats)
+    root = math.sqrt(len(d))
+    margin = max(Z * prior, t_quantile(len(d) - 1) * shown) / root
+    ratio = math.exp(statistics.fmean(d))
+    spread = ratio * max(prior, shown) / root
+    return Verdict(ratio=ratio, spread=spread, pairs=len(d), noise=noise, margin=margin)
+
+
+# Student's t, two-sided 95% (the 0.975 quantile), by degrees of freedom; Z from 30 on.
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def t_quantile(dof: int) -> float:
+    """Student's t at 0.975 for ``dof`` degrees of freedom (0: no spread to read, so 0)."""
+    if dof < 1:
+        return 0.0
+    if dof in _T975:
+        return _T975[dof]
+    return max(Z, 2.228 - (dof - 10) * (2.228 - 2.042) / 20) if dof < 30 else Z
 
 
 def single(challenger: float, default: float, noise: float) -> Verdict:
@@ -192,6 +215,8 @@ def paired_runs(
         pairs.append((a, b))
         verdict = judge(pairs, noise)
         if verdict.clears and (verdict.ratio < 1 or verdict.pairs >= MIN_PAIRS_TO_WIN):
+            break
+        if verdict.pairs >= 2 and verdict.ratio <= 1:  # behind on average: another pair cannot win it
             break
     return verdict
 

@@ -42,6 +42,24 @@ def test_the_spread_is_never_below_the_floor_nor_the_pairs_own() -> None:
     assert "2 paired runs" in torn.figures() and "± " in torn.figures()
 
 
+def test_two_pairs_that_disagree_do_not_win_on_a_spread_read_from_them_alone() -> None:
+    # The loaded tune that moved the worker setting: 1.16x then 1.06x. Z = 2 on the two pairs' own
+    # spread let 1.11x through; Student's t with one degree of freedom (12.7) does not.
+    torn = noise.judge([(116.0, 100.0), (106.0, 100.0)], noise=0.02)
+    assert torn.ratio == pytest.approx(math.sqrt(1.16 * 1.06)) and not torn.clears
+    assert math.log(torn.ratio) > noise.Z * torn.log_spread  # what the old rule would have passed
+    # Pairs that agree closely still win from two pairs, and a third pair gives t 4.3, not 12.7.
+    assert noise.judge([(116.0, 100.0), (115.0, 100.0)], noise=0.02).challenger_wins
+    assert noise.judge([(116.0, 100.0), (110.0, 100.0), (114.0, 100.0)], noise=0.02).challenger_wins
+    assert noise.t_quantile(1) == pytest.approx(12.706) and noise.t_quantile(100) == noise.Z
+
+
+def test_paired_runs_stop_once_the_challenger_is_behind_on_average() -> None:
+    values = iter([101.0, 100.0, 97.0, 100.0, 130.0, 100.0])
+    verdict = noise.paired_runs(lambda: next(values), lambda: next(values), noise=0.02, max_pairs=3)
+    assert verdict.pairs == 2 and verdict.ratio < 1 and not verdict.challenger_wins
+
+
 def test_the_noise_of_one_measurement_is_the_largest_of_floor_steps_and_repeats() -> None:
     assert noise.measurement_noise([]) == noise.NOISE_FLOOR
     steps = noise.groups([[10.0, 11.0, 9.0]])  # 10% per step
@@ -165,10 +183,11 @@ def test_inside_the_noise_paired_runs_keep_the_largest_batch_and_say_so() -> Non
     decision = decide_batch(searched(probe), probe, headroom=0.10, throughput_points=2)
     assert decision.batch_size == 266
     d = decision.decision
-    assert d.verdict == noise.NO_DIFFERENCE and d.pairs == 2 and d.challenger == "batch 133"
-    assert probe.calls[-4:] == [(133, "throughput"), (266, "throughput")] * 2  # A B A B
-    assert "no measurable difference" in d.text and "(2 paired runs)" in d.text
-    assert sorted(p.repeat for p in decision.curve if p.batch_size == 133) == [0, 1, 2]  # all kept
+    assert d.verdict == noise.NO_DIFFERENCE and d.pairs in (2, 3) and d.challenger == "batch 133"
+    pairs = d.pairs
+    assert probe.calls[-2 * pairs :] == [(133, "throughput"), (266, "throughput")] * pairs  # A B A B
+    assert "no measurable difference" in d.text and f"({pairs} paired runs)" in d.text
+    assert sorted(p.repeat for p in decision.curve if p.batch_size == 133) == list(range(pairs + 1))
 
 
 def test_a_smaller_batch_that_is_faster_in_paired_runs_is_recommended_with_its_spread() -> None:
@@ -242,11 +261,12 @@ def test_a_study_winner_inside_the_noise_leaves_lerobots_default_recommended() -
     loader = Loader({(1, 2): 1.70, (4, 4): 1.69})
     seen: list[TrialRecord] = []
     confirm_best(outcome, loader, on_trial=seen.append)
-    assert loader.calls == [(1, 2), (4, 4), (1, 2), (4, 4)]  # interleaved, A B A B
+    pairs = outcome.decision.pairs
+    assert pairs in (2, 3) and loader.calls == [(1, 2), (4, 4)] * pairs  # interleaved, A B A B
     assert outcome.best.setting == (4, 4) and outcome.study_best.setting == (1, 2)
-    assert outcome.decision.verdict == noise.NO_DIFFERENCE and outcome.decision.pairs == 2
-    assert [(t.number, t.repeat) for t in seen] == [(0, 1), (1, 1), (0, 2), (1, 2)]
-    assert len(outcome.measurements((4, 4))) == 3  # the trial and its two repeats, all kept
+    assert outcome.decision.verdict == noise.NO_DIFFERENCE
+    assert [(t.number, t.repeat) for t in seen] == [(n, r) for r in range(1, pairs + 1) for n in (0, 1)]
+    assert len(outcome.measurements((4, 4))) == 1 + pairs  # the trial and its repeats, all kept
 
 
 def test_a_study_winner_that_clears_the_noise_is_recommended_with_its_figures() -> None:
