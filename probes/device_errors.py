@@ -2,31 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import torch
 
-from probes.protocol import AMBIGUOUS_OOM, KERNEL_LIMIT
+from probes.protocol import AMBIGUOUS_OOM, CUBLAS_CREATE_FAILED, KERNEL_LIMIT, OOM_TEXTS
 
-# Where CUDA's libraries say, as a RuntimeError's text, that the device ran out of memory. Only an
-# error of a known type or one of these texts counts: any other error stops the run.
-OOM_TEXTS = (
-    # The CUDA runtime's cudaErrorMemoryAllocation ("out of memory"), raised by PyTorch's
-    # C10_CUDA_CHECK as torch.AcceleratorError (a RuntimeError before torch 2.8): a kernel module
-    # that loads lazily, a stream, an event or a library's own cudaMalloc found no memory.
-    "CUDA error: out of memory",
-    # cuBLAS could not allocate its scratch (cublasStatus_t, via PyTorch's TORCH_CUDABLAS_CHECK).
-    "CUBLAS_STATUS_ALLOC_FAILED",
-    # cuDNN 9's statuses for a failed device or host allocation (cuDNN 8's CUDNN_STATUS_ALLOC_FAILED
-    # no longer exists), via PyTorch's AT_CUDNN_CHECK ("cuDNN error: ...").
-    "CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",
-    "CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED",
-    # PyTorch's cuDNN convolution (aten/src/ATen/native/cudnn/Conv_v8.cpp) once every candidate
-    # plan failed, which near the limit means every plan's workspace failed to allocate: FIND with
-    # cudnn.benchmark (what LeRobot turns on), GET without.
-    "FIND was unable to find an engine",
-    "GET was unable to find an engine",
-)
 # Statuses that near the limit mean out of memory, and anywhere else another fault: the child
 # reports them as errors of kind AMBIGUOUS_OOM and the search, which knows the sizes that fitted
 # and ran out of memory, decides (autotune/tuning/search.py). Lightning's and Accelerate's batch-size
@@ -51,10 +30,6 @@ KERNEL_LIMIT_TEXTS = (
     "numel needs to be smaller than int32",
     "too large to fit in int",
 )
-# cuBLAS handle creation with no memory left (cublasCreate / cublasLtCreate, on the first matrix
-# product of a stream): PyTorch's TORCH_CUDABLAS_CHECK says "CUBLAS_STATUS_NOT_INITIALIZED when
-# calling `cublasCreate(handle)`".
-CUBLAS_CREATE_FAILED = re.compile(r"CUBLAS_STATUS_NOT_INITIALIZED when calling `?cublas(Lt)?Create\(")
 CUDA_ERROR_MEMORY_ALLOCATION = 2  # cudaErrorMemoryAllocation, torch.AcceleratorError.error_code
 CUDA_ERROR_INVALID_CONFIGURATION = 9  # cudaErrorInvalidConfiguration
 

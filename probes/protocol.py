@@ -7,6 +7,7 @@ sends a :class:`ProbeRequest` and reads a :class:`ProbeResult`. This module is t
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,31 @@ Kind = Literal["batch", "workers", "decode", "dataset", "environment", "describe
 AMBIGUOUS_OOM = "ambiguous_oom"  # a library status that next to the limit means out of memory
 KERNEL_LIMIT = "kernel_limit"  # a kernel's size limit (launch configuration, 32-bit indexing)
 ERROR_KINDS: tuple[str, ...] = ("", AMBIGUOUS_OOM, KERNEL_LIMIT)
+
+# Where CUDA's libraries say, as a RuntimeError's text (probes/device_errors.py reads the
+# exception; autotune train reads the trainer's traceback), that the device ran out of memory. Only an
+# error of a known type or one of these texts counts: any other error stops the run.
+OOM_TEXTS = (
+    # The CUDA runtime's cudaErrorMemoryAllocation ("out of memory"), raised by PyTorch's
+    # C10_CUDA_CHECK as torch.AcceleratorError (a RuntimeError before torch 2.8): a kernel module
+    # that loads lazily, a stream, an event or a library's own cudaMalloc found no memory.
+    "CUDA error: out of memory",
+    # cuBLAS could not allocate its scratch (cublasStatus_t, via PyTorch's TORCH_CUDABLAS_CHECK).
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    # cuDNN 9's statuses for a failed device or host allocation (cuDNN 8's CUDNN_STATUS_ALLOC_FAILED
+    # no longer exists), via PyTorch's AT_CUDNN_CHECK ("cuDNN error: ...").
+    "CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",
+    "CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED",
+    # PyTorch's cuDNN convolution (aten/src/ATen/native/cudnn/Conv_v8.cpp) once every candidate
+    # plan failed, which near the limit means every plan's workspace failed to allocate: FIND with
+    # cudnn.benchmark (what LeRobot turns on), GET without.
+    "FIND was unable to find an engine",
+    "GET was unable to find an engine",
+)
+# cuBLAS handle creation with no memory left (cublasCreate / cublasLtCreate, on the first matrix
+# product of a stream): PyTorch's TORCH_CUDABLAS_CHECK says "CUBLAS_STATUS_NOT_INITIALIZED when
+# calling `cublasCreate(handle)`".
+CUBLAS_CREATE_FAILED = re.compile(r"CUBLAS_STATUS_NOT_INITIALIZED when calling `?cublas(Lt)?Create\(")
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """autotune: measure the largest batch that trains and the DataLoader setting that keeps the GPU fed.
 
-Commands: run (tune and write a profile, or check it), show, verify (in the real lerobot-train),
+Commands: run (tune and write a profile, or check it), train (lerobot-train at the tuned settings,
+watched), show, verify (in the real lerobot-train),
 history, schedule (nightly), predict (another card), describe (the model)."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from autotune.cli import describe, estimate, fleet, history, predict, rl, run, schedule, show, verify
+from autotune.cli import describe, estimate, fleet, history, predict, rl, run, schedule, show, train, verify
 from autotune.cli.args import Parser
 from autotune.errors import ProbeError, Terminated, UserError
 from autotune.redact import redact_logs
@@ -25,6 +26,7 @@ log = logging.getLogger("autotune")
 # The subcommands in the order --help lists them: each module has add_parser(sub) and handle(args).
 COMMANDS = {
     "run": run,
+    "train": train,
     "show": show,
     "predict": predict,
     "verify": verify,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.cli import args as A
 from autotune.nightly.alarm import EXIT_REGRESSION
@@ -12,14 +12,23 @@ from autotune.run import config as C
 from autotune.tuning.search import DEFAULT_MAX_BATCH
 from probes.protocol import PRECISIONS
 
+if TYPE_CHECKING:
+    from autotune.run.config import RunConfig
+    from autotune.run.pipeline import RunOutcome
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="measure and write a tuned profile")
-    _add_what(run)
-    _add_budget_and_data(run)
-    _add_search(run)
-    _add_sharing(run)
+    add_run_flags(run)
     return run
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Every flag of ``autotune run`` (``autotune train`` takes them too)."""
+    _add_what(parser)
+    _add_budget_and_data(parser)
+    _add_search(parser)
+    _add_sharing(parser)
 
 
 def _add_what(run: argparse.ArgumentParser) -> None:
@@ -207,23 +216,31 @@ def _add_sharing(run: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from autotune.outputs.summary import print_profile
-    from autotune.run.pipeline import run
-    from autotune.run.prepare import prepare_run
-
-    cfg, environment = prepare_run(args)
+    cfg, outcome = tune(args)
     trainer = cfg.trainer
-    outcome = run(cfg, environment)
-    if not outcome.fresh:
-        print(f"autotune: the {cfg.policy} profile is up to date (nothing changed); --force re-tunes")
-        for note in outcome.notes[1:]:
-            print(f"autotune: {note}")
-    print_profile(outcome.profile)
-    for alert in outcome.alerts:
-        print(f"autotune: {alert.text}")
     code = EXIT_REGRESSION if any(a.kind == "regression" for a in outcome.alerts) else 0
     if args.verify:
         from autotune.trainer.verify import verify_profile
 
         code = verify_profile(cfg.results, cfg.policy, lerobot=args.lerobot, trainer=trainer) or code
     return code
+
+
+def tune(args: argparse.Namespace, *, show: bool = True) -> tuple[RunConfig, RunOutcome]:
+    """The run: the up-to-date profile, or a new one; its summary printed (``show``: even when it
+    was up to date), and its alerts."""
+    from autotune.outputs.summary import print_profile
+    from autotune.run.pipeline import run
+    from autotune.run.prepare import prepare_run
+
+    cfg, environment = prepare_run(args)
+    outcome = run(cfg, environment)
+    if not outcome.fresh:
+        print(f"autotune: the {cfg.policy} profile is up to date (nothing changed); --force re-tunes")
+        for note in outcome.notes[1:]:
+            print(f"autotune: {note}")
+    if show or outcome.fresh:
+        print_profile(outcome.profile)
+    for alert in outcome.alerts:
+        print(f"autotune: {alert.text}")
+    return cfg, outcome

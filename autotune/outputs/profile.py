@@ -136,6 +136,11 @@ class Profile:
     video_backend_default: str = ""
     decode_s_by_backend: dict[str, float] = field(default_factory=dict)
     video_backend_note: str = ""
+    # autotune train: each time lerobot-train ran out of memory at this profile's setting (the
+    # batch, the step, the batch it went on with), and the headroom the next tune leaves because of
+    # it (conditions.headroom is the larger of --headroom and this; 0: none learned).
+    training_ooms: list[dict[str, Any]] = field(default_factory=list)
+    learned_headroom: float = 0.0
     version: int = PROFILE_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -108,6 +108,9 @@ class RunConfig:
     mission_precision: str | None = None
     memory_limit_bytes: int | None = None  # None: the device's default budget
     headroom: float = DEFAULT_HEADROOM
+    learned_headroom: float = (
+        0.0  # from lerobot-train's out-of-memory (autotune train): headroom is at least this
+    )
     dataset: str | None = None  # None: the synthetic dataset
     image_size: tuple[int, int] | None = None  # synthetic dataset only
     cameras: int | None = None  # synthetic dataset only

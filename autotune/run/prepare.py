@@ -6,6 +6,7 @@ decided here, once; anything wrong is one line (UserError) before the first prob
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,8 @@ from probes.protocol import PRECISIONS
 if TYPE_CHECKING:
     from autotune.trainer.versions import Trainer
     from probes.protocol import Environment
+
+log = logging.getLogger(__name__)
 
 
 def parse_overrides(policy: str, pairs: list[str]) -> dict[str, object]:
@@ -108,6 +111,7 @@ def prepare_run(
         environment = probe_environment()
     device = resolve_device(args.device, environment)
     precision, grad_checkpointing, mission = _variant(args, trainer, backend, device, environment)
+    learned = learned_headroom(args.results, args.policy, args.headroom)
     try:
         cfg = C.RunConfig(
             policy=args.policy,
@@ -118,7 +122,8 @@ def prepare_run(
             mission_precision=mission,
             memory_limit_bytes=args.memory_limit,
             host_memory_limit_bytes=args.host_memory_limit,
-            headroom=args.headroom,
+            headroom=max(args.headroom, learned),
+            learned_headroom=learned,
             dataset=args.dataset,
             image_size=args.image_size,
             cameras=args.cameras,
@@ -147,6 +152,26 @@ def prepare_run(
         raise UserError(str(exc)) from None
     check_planned(cfg)  # the policy's settings at the synthetic dataset's shapes, before it is written
     return cfg, environment
+
+
+def learned_headroom(results: Path, policy: str, asked: float) -> float:
+    """The headroom lerobot-train's out-of-memory taught (autotune train), from the latest profile:
+    a run tunes with the larger of it and ``asked`` (said in one line); 0 where none was learned."""
+    from autotune.outputs.profile import read_profile
+
+    try:
+        profile = read_profile(results, policy)
+    except UserError:
+        return 0.0  # a bad profile is re-tuned, and said so, by the run itself
+    learned = profile.learned_headroom if profile is not None else 0.0
+    if learned > asked:
+        log.info(
+            "headroom %.0f%% instead of %.0f%%: lerobot-train ran out of memory at the last profile's "
+            "batch (autotune train), so the soak was not enough",
+            100 * learned,
+            100 * asked,
+        )
+    return learned
 
 
 def _trainer_and_overrides(args: argparse.Namespace, backend: str) -> tuple[Trainer, dict[str, object]]:

@@ -28,7 +28,7 @@ from autotune.errors import UserError
 from autotune.machine import fingerprint as fp
 from autotune.machine.devices import probe_environment
 from autotune.outputs.profile import Profile, profile_path, read_profile, rewrite_profile
-from autotune.outputs.results import ResultsWriter
+from autotune.outputs.results import ResultsWriter, profile_run_key
 from autotune.run.context import new_run_id
 from autotune.trainer.versions import Trainer, find_trainer
 from autotune.units import format_bytes
@@ -286,19 +286,7 @@ def record(results: Path, profile: Profile, trainer: Trainer, run: TrainerRun, v
         if run.updt_s is not None and run.data_s is not None and run.updt_s + run.data_s > 0
         else None
     )
-    key = {
-        "run_id": new_run_id(),
-        "timestamp": "",
-        "policy": profile.policy,
-        "device": cond.device,
-        "gpu_name": profile.fingerprint.get("gpu_name", ""),
-        "precision": profile.precision,
-        "grad_checkpointing": profile.grad_checkpointing,
-        "cameras": cond.cameras,
-        "image_h": cond.image_size[0],
-        "image_w": cond.image_size[1],
-        "memory_limit_bytes": cond.memory_limit_bytes,
-    }
+    key = profile_run_key(profile, new_run_id())
     row = {
         "profile_run_id": profile.run_id,
         "lerobot_version": trainer.version,

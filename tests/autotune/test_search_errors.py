@@ -160,7 +160,7 @@ def test_the_profile_records_the_kernels_limit_and_its_note(
         video_backend="",
     )
     cfg = SimpleNamespace(
-        policy="act", max_batch=DEFAULT_MAX_BATCH, headroom=0.1, gpus=1, device="cuda:0", results=tmp_path,
+        policy="act", max_batch=DEFAULT_MAX_BATCH, headroom=0.1, learned_headroom=0.0, gpus=1, device="cuda:0", results=tmp_path,
         trainer=Trainer(NEWEST_RELEASE, "assumed"),
     )  # fmt: skip
     ctx = SimpleNamespace(

@@ -97,6 +97,7 @@ def assemble(
         trainable_params=measured_params.trainable_params if measured_params else 0,
         total_params=measured_params.total_params if measured_params else 0,
         notes=notes,
+        learned_headroom=cfg.learned_headroom,
         **decoder_fields(ctx, workers),
     )
 
