@@ -29,8 +29,9 @@ times the spread that the pairs themselves show: a spread read from two or three
 uncertain, so the pairs must agree closely before they can change an answer (from two pairs,
 12.7 times). The challenger wins only when it clears on :data:`MIN_PAIRS_TO_WIN` pairs or more
 (one pair cannot show its own spread); a first pair that clears in the default's favour ends the
-comparison, and so does a challenger that is behind on average from two pairs on. Otherwise the
-default stands, and the answer says "no measurable difference".
+comparison, and so does a challenger that is behind on average from two pairs on, or one that no
+last pair could carry past the noise (:func:`can_still_win`). Otherwise the default stands, and the
+answer says "no measurable difference".
 
 **Read as a trend.** samples/s against batch size is read as a line of step time against batch
 size (``step_s = a + c x batch``), fitted to the timed points at a quarter of the default batch
@@ -218,7 +219,25 @@ def paired_runs(
             break
         if verdict.pairs >= 2 and verdict.ratio <= 1:  # behind on average: another pair cannot win it
             break
+        if (
+            len(pairs) == max_pairs - 1
+            and len(pairs) >= MIN_PAIRS_TO_WIN - 1
+            and not can_still_win(pairs, noise)
+        ):
+            break  # no last pair, however fast, would clear the noise: the default stands either way
     return verdict
+
+
+def can_still_win(pairs: Sequence[tuple[float, float]], noise: float) -> bool:
+    """Whether one more pair could make the challenger win: some ratio, up to 3x, for which the
+    verdict on all the pairs clears the noise in its favour (the default side measured at its
+    mean). Where none does, the last pair is not measured: the answer would be the same."""
+    default = statistics.fmean(b for _, b in pairs)
+    for step in range(1, 111):
+        ratio = math.exp(step / 100)
+        if judge([*pairs, (default * ratio, default)], noise).challenger_wins:
+            return True
+    return False
 
 
 def trend_residual(

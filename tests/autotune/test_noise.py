@@ -82,8 +82,11 @@ def test_paired_runs_interleave_and_stop_when_the_default_clearly_wins() -> None
     verdict = noise.paired_runs(runner("A", 80.0), runner("B", 100.0), noise=0.02, max_pairs=2)
     assert order == ["A", "B"] and verdict.pairs == 1 and verdict.clears and verdict.ratio < 1
     order.clear()
-    verdict = noise.paired_runs(runner("A", 101.0), runner("B", 100.0), noise=0.02, max_pairs=2)
-    assert order == ["A", "B", "A", "B"] and not verdict.clears
+    verdict = noise.paired_runs(runner("A", 101.0), runner("B", 100.0), noise=0.02, max_pairs=3)
+    assert order == ["A", "B", "A", "B"] and not verdict.clears  # a third pair could not carry 1%
+    order.clear()
+    verdict = noise.paired_runs(runner("A", 112.0), runner("B", 100.0), noise=0.02, max_pairs=3)
+    assert order == ["A", "B", "A", "B"] and verdict.challenger_wins  # 12% twice: clear on two pairs
 
 
 def test_a_point_is_read_against_the_line_through_the_others() -> None:
@@ -452,3 +455,14 @@ def test_the_stability_benchmark_judges_one_size_and_one_worker_setting() -> Non
     assert bench.stability([row(89), row(89, 1, 2)])[:2] == (True, False)
     assert bench.stability([row(89), row(89, status="exit 1")])[:2] == (False, False)
     assert {"extra_probes", "extra_trials", "competitor_probes", "condition"} <= set(bench.COLUMNS)
+
+
+def test_a_last_pair_that_could_not_change_the_answer_is_not_measured() -> None:
+    # Two pairs that disagree (1.16x, 1.06x): no third ratio up to 3x clears Student's t on three
+    # pairs, so the comparison ends at two, with the answer the third would have given.
+    assert not noise.can_still_win([(116.0, 100.0), (106.0, 100.0)], noise=0.02)
+    values = iter([116.0, 100.0, 106.0, 100.0, 112.0, 100.0])
+    verdict = noise.paired_runs(lambda: next(values), lambda: next(values), noise=0.02, max_pairs=3)
+    assert verdict.pairs == 2 and not verdict.challenger_wins and next(values) == 112.0
+    # Two pairs that agree but do not yet clear: a third can, so it is measured.
+    assert noise.can_still_win([(104.0, 100.0), (103.0, 99.0)], noise=0.03)
