@@ -195,14 +195,18 @@ def write_profile(results: Path, profile: Profile) -> Path:
     return path
 
 
-def rewrite_profile(results: Path, policy: str, changes: dict[str, Any]) -> Path:
-    """Set ``changes`` in the latest profile of ``policy``, atomically (a verdict, say)."""
+def rewrite_profile(results: Path, policy: str, changes: dict[str, Any], *, history: bool = False) -> Path:
+    """Set ``changes`` in the latest profile of ``policy``, atomically (a verdict, say); with
+    ``history``, in its copy under ``profiles/history/`` too."""
     path = profile_path(results, policy)
     profile = read_profile(results, policy)
     if profile is None:
         raise UserError(f"no {policy} profile in {path}")
     data = {**profile.to_dict(), **changes}
-    write_atomic(path, json.dumps(data, indent=2) + "\n")
+    text = json.dumps(data, indent=2) + "\n"
+    copy = path.parent / "history" / f"{policy}-{profile.run_id}.json"
+    for target in (copy, path) if history else (path,):
+        write_atomic(target, text)
     return path
 
 

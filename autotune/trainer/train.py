@@ -253,7 +253,8 @@ def learn(results: Path, p: Plan, failed: int, lower: int, done: Attempt, why: s
     }
     prof.training_ooms = [*prof.training_ooms, event]
     prof.learned_headroom = learned
-    rewrite_profile(results, prof.policy, {"training_ooms": prof.training_ooms, "learned_headroom": learned})
+    changes = {"training_ooms": prof.training_ooms, "learned_headroom": learned}
+    rewrite_profile(results, prof.policy, changes, history=True)
 
 
 class Signals:

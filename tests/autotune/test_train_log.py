@@ -17,6 +17,7 @@ import pytest
 
 from autotune.errors import UserError
 from autotune.outputs.profile import Profile, read_profile, write_profile
+from autotune.run.prepare import learned_headroom
 from autotune.trainer import train as T
 from autotune.trainer import train_flags as F
 from autotune.trainer.train_log import died_of_oom, oom_line, parse_number, parse_step
@@ -246,6 +247,12 @@ def test_a_restart_resumes_from_the_checkpoint_or_from_scratch_or_says_what_to_s
     learned = read_profile(results, "act")
     assert learned is not None and learned.training_ooms[0]["restarted_with"] == 15
     assert learned.learned_headroom == pytest.approx(1 - (810.2 + 49.39 * 15) / 2048, abs=0.01)
+    kept = json.loads((results / "profiles" / "history" / f"act-{profile.run_id}.json").read_text())
+    assert kept["training_ooms"] == learned.training_ooms  # in the history too
+    # The next tune leaves that margin: its headroom is the larger of --headroom and the learned one.
+    assert learned_headroom(results, "act", 0.1) == learned.learned_headroom
+    assert learned_headroom(results, "act", 0.6) == learned.learned_headroom  # run takes the larger
+    assert learned_headroom(tmp_path / "elsewhere", "act", 0.1) == 0.0
 
     ckpt = out / "checkpoints" / "000002" / "pretrained_model"
     ckpt.mkdir(parents=True)
