@@ -304,6 +304,7 @@ def launch(p: Plan, args: list[str], watch: Watch) -> Attempt:
     finally:
         _kill(proc)  # the trainer, if this stopped early, and the DataLoader workers it left behind
         proc.wait()
+        _gone(proc.pid)
         signals.restore()
     now = time.perf_counter()
     return Attempt(
@@ -326,13 +327,24 @@ def _next(lines: queue.Queue[bytes | None], proc: subprocess.Popen[bytes], signa
                 _kill(proc)  # past the grace; or the trainer is gone and its workers hold the pipe
 
 
+def _gone(group: int, timeout_s: float = 10.0) -> None:
+    """Wait until no process of the trainer's group is left (killed workers take a moment to go)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.1)
+    log.warning("processes of lerobot-train's group %d are still there after %.0f s", group, timeout_s)
+
+
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _read(proc: subprocess.Popen[bytes], lines: queue.Queue[bytes | None]) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
+    for line in proc.stdout or ():
         lines.put(line)
     lines.put(None)

@@ -240,26 +240,6 @@ def can_still_win(pairs: Sequence[tuple[float, float]], noise: float) -> bool:
     return False
 
 
-def trend_residual(
-    points: Sequence[tuple[int, float]], batch_size: int, samples_per_s: float
-) -> float | None:
-    """How far ``samples_per_s`` at ``batch_size`` lies off the line of step time against batch size
-    through ``points`` (``(batch, step_s)``): measured over predicted samples/s, less one. None where
-    ``points`` hold fewer than two sizes, or the line predicts no positive step time."""
-    sizes = {b for b, _ in points}
-    if len(sizes) < 2 or samples_per_s <= 0:
-        return None
-    n = len(points)
-    mean_x = sum(b for b, _ in points) / n
-    mean_y = sum(t for _, t in points) / n
-    var = sum((b - mean_x) ** 2 for b, _ in points)
-    slope = sum((b - mean_x) * (t - mean_y) for b, t in points) / var
-    predicted_step = mean_y + slope * (batch_size - mean_x)
-    if predicted_step <= 0:
-        return None
-    return samples_per_s / (batch_size / predicted_step) - 1.0
-
-
 @dataclass
 class Decision:
     """One comparison that could change an answer, as the profile keeps it (``decisions``)."""

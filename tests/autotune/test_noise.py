@@ -19,6 +19,7 @@ from autotune.tuning import noise
 from autotune.tuning.batch import decide_batch
 from autotune.tuning.search import find_max_batch
 from autotune.tuning.study import LEROBOT_DEFAULT_PREFETCH, StudyOutcome, TrialRecord
+from autotune.tuning.throughput import trend_residual
 from autotune.tuning.worker_choice import confirm_best
 from probes.protocol import ProbeResult
 from tests.fakes import FakeProbe, GiB, MiB, linear
@@ -92,9 +93,9 @@ def test_paired_runs_interleave_and_stop_when_the_default_clearly_wins() -> None
 def test_a_point_is_read_against_the_line_through_the_others() -> None:
     line = [(b, 0.1 + 0.01 * b) for b in (20, 40, 60)]
     on = 50 / (0.1 + 0.01 * 50)
-    assert noise.trend_residual(line, 50, on) == pytest.approx(0.0, abs=1e-12)
-    assert noise.trend_residual(line, 50, on / 3) == pytest.approx(-2 / 3)
-    assert noise.trend_residual(line[:1], 50, on) is None  # one size draws no line
+    assert trend_residual(line, 50, on) == pytest.approx(0.0, abs=1e-12)
+    assert trend_residual(line, 50, on / 3) == pytest.approx(-2 / 3)
+    assert trend_residual(line[:1], 50, on) is None  # one size draws no line
 
 
 # --- the batch decision --------------------------------------------------------------------------

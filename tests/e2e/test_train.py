@@ -123,10 +123,21 @@ def test_ctrl_c_reaches_the_trainer_and_leaves_no_process_behind(tuned_copy: Pat
     while time.monotonic() < deadline and not (runs.exists() and len(pd.read_csv(runs)) >= 2):
         time.sleep(0.5)
     assert runs.exists(), "no step was logged"
+    (trainer,) = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    session = sessions()[int(trainer)]  # the trainer leads a session of its own; its workers are in it
+    assert sum(sid == session for sid in sessions().values()) > 1  # the DataLoader's workers
     os.kill(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal reaches autotune
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGINT, stdout[-2000:] + stderr[-2000:]
     assert "training stopped by SIGINT" in stdout
-    left = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    left = [pid for pid, sid in sessions().items() if sid == session]
     assert left == [], f"processes left behind: {left}"
     assert pd.read_csv(runs).event.iloc[-1] == "interrupted"
+
+
+def sessions() -> dict[int, int]:
+    """Every process's session id, by pid."""
+    listed = subprocess.run(
+        ["ps", "-e", "-o", "pid=,sid="], capture_output=True, text=True, check=True
+    ).stdout
+    return {int(pid): int(sid) for pid, sid in (line.split() for line in listed.splitlines())}
