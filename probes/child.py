@@ -2,8 +2,9 @@
 
 Runs one isolated measurement in its own process, so that running out of memory, a crash or a
 hang never takes the tuner down, and writes a :class:`~probes.protocol.ProbeResult`. The tuner
-starts it with a fresh interpreter (spawn semantics) in its own process group, and kills the
-group (with any DataLoader workers) if it outlives its timeout.
+starts it in its own process group, as a fresh interpreter (spawn semantics), or, for a probe that
+measures no memory, forked from the warm server (probes/warm.py), and kills the group (with any
+DataLoader workers) if it outlives its timeout.
 """
 
 from __future__ import annotations

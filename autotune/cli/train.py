@@ -66,4 +66,7 @@ def handle(args: argparse.Namespace) -> int:
         if verify_profile(cfg.results, cfg.policy, lerobot=args.lerobot, trainer=cfg.trainer) == 1:
             return 1
         profile = read_profile(cfg.results, cfg.policy) or profile  # with its verification
+    from autotune.run.probe_start import stop_server
+
+    stop_server()  # the probes' warm server holds torch in memory: not beside the training
     return train(profile, cfg.trainer, rest, cfg.results)

@@ -1,8 +1,9 @@
 """Runs one probe in an isolated child process and returns its typed result.
 
-The child is a fresh interpreter (``python -m probes.child``) in its own process group: an
-out-of-memory, a crash or a hang stays there. A child that outlives its timeout is killed with
-its whole group (DataLoader workers included) and reported as ``timeout``.
+The child is a process of its own, in its own process group (forked from a warm server, or a fresh
+interpreter: probe_start.py): an out-of-memory, a crash or a hang stays there. A child that
+outlives its timeout is killed with its whole group (DataLoader workers included) and reported as
+``timeout``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autotune.errors import Terminated
+from autotune.run import probe_start
+from autotune.run.probe_start import launcher as launcher  # re-exported
 from probes.protocol import ProbeRequest, ProbeResult
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,9 @@ def stop_children() -> None:
         _stopping = True
         pids = list(_live)
     for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+        for kill in (os.killpg, os.kill):  # os.kill: a forked child not yet in its own session
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill(pid, signal.SIGKILL)
 
 
 def allow_children() -> None:
@@ -57,12 +59,6 @@ def allow_children() -> None:
     global _stopping
     with _live_lock:
         _stopping = False
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def _last_error_line(stderr: str) -> str:
@@ -123,17 +119,6 @@ def _cgroup_oom_kills() -> int | None:
         except (OSError, ValueError):
             continue
     return None
-
-
-def launcher(world_size: int) -> list[str]:
-    """The command that starts a probe child's module: one process, or ``world_size`` ranks started
-    by torch's own launcher (``torchrun``), on this machine, with no restarts."""
-    if world_size <= 1:
-        return [sys.executable, "-m"]
-    return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world_size}",
-        "--max-restarts=0", "--monitor-interval=0.5", "-m",
-    ]  # fmt: skip
 
 
 def combine(request: ProbeRequest, ranks: list[ProbeResult | None]) -> ProbeResult | None:
@@ -214,12 +199,10 @@ def _run_once(
             request, request_path, result_path, stderr_path, timeout_s, on_start
         )
         if _stopping:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            probe_start.kill_group(proc)
             raise Terminated()  # killed by stop_children: no result, and no second try
         # Workers the child left behind belong to its group: clean them up.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        probe_start.kill_group(proc)
         wall_s = time.perf_counter() - started
         stderr_text = stderr_path.read_text(errors="replace")[-STDERR_TAIL_CHARS:]
         if timed_out:
@@ -232,7 +215,7 @@ def _run_once(
         answered = _answer(request, result_path, stderr_text, wall_s)
         if answered is not None:
             return answered, False
-        return _no_answer(request, proc.returncode, oom_kills_before, stderr_text, wall_s)
+        return _no_answer(request, proc.returncode or 0, oom_kills_before, stderr_text, wall_s)
 
 
 def _start_and_wait(
@@ -242,36 +225,27 @@ def _start_and_wait(
     stderr_path: Path,
     timeout_s: float,
     on_start: Callable[[int], None] | None,
-) -> tuple[subprocess.Popen[bytes], bool]:
+) -> tuple[probe_start.Child, bool]:
     """Start the child in its own process group and wait for it; its group is killed on a timeout,
     or when the tuner itself is interrupted. The process, and whether it timed out."""
-    with open(stderr_path, "w") as stderr:
-        with _live_lock:
-            if _stopping:
-                raise Terminated()
-            proc = subprocess.Popen(
-                [*launcher(request.world_size), "probes.child", str(request_path), str(result_path)],
-                env=child_environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=stderr,
-                start_new_session=True,
-            )
-            _live.add(proc.pid)
-        try:
-            if on_start is not None:
-                on_start(proc.pid)
-            proc.wait(timeout=timeout_s)
+    with _live_lock:
+        if _stopping:
+            raise Terminated()
+        proc = probe_start.start(request, request_path, result_path, stderr_path, child_environment())
+        _live.add(proc.pid)
+    try:
+        if on_start is not None:
+            on_start(proc.pid)
+        if proc.wait(timeout_s):
             return proc, False
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            return proc, True
-        except BaseException:
-            _kill_group(proc)  # Ctrl-C or SIGTERM in the tuner: take the probe down with it
-            raise
-        finally:
-            with _live_lock:
-                _live.discard(proc.pid)
+        probe_start.kill_group(proc)
+        return proc, True
+    except BaseException:
+        probe_start.kill_group(proc)  # Ctrl-C or SIGTERM in the tuner: take the probe down with it
+        raise
+    finally:
+        with _live_lock:
+            _live.discard(proc.pid)
 
 
 def _answer(request: ProbeRequest, result_path: Path, stderr_text: str, wall_s: float) -> ProbeResult | None:
