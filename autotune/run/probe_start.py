@@ -63,16 +63,28 @@ class _Spawned:
         return self.proc.returncode
 
 
+class _Exit:
+    """One forked child's end, as the server reports it."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.code: int | None = None
+
+    def set(self, code: int) -> None:
+        self.code = code
+        self.event.set()
+
+
 class _Forked:
-    def __init__(self, pid: int, ended: threading.Event, codes: dict[int, int]) -> None:
-        self.pid, self._ended, self._codes = pid, ended, codes
+    def __init__(self, pid: int, end: _Exit) -> None:
+        self.pid, self._end = pid, end
 
     def wait(self, timeout: float | None) -> bool:
-        return self._ended.wait(timeout)
+        return self._end.event.wait(timeout)
 
     @property
     def returncode(self) -> int | None:
-        return self._codes.get(self.pid) if self._ended.is_set() else None
+        return self._end.code
 
 
 class _Server:
@@ -89,10 +101,9 @@ class _Server:
             start_new_session=True,  # the terminal's Ctrl-C is the tuner's; the server leaves with it
         )
         self.lock = threading.Lock()
-        self.pids: list[int] = []
         self.started = threading.Condition()
-        self.ended: dict[int, threading.Event] = {}
-        self.codes: dict[int, int] = {}
+        self.pids: list[tuple[int, _Exit]] = []  # started, not yet handed out
+        self.ends: dict[int, _Exit] = {}  # by pid, each replaced when the pid is used again
         self.alive = True
         threading.Thread(target=self._read, daemon=True, name="warm-server").start()
 
@@ -100,20 +111,17 @@ class _Server:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             word, *numbers = line.decode().split()
-            if word == "pid":
-                with self.started:
-                    self.pids.append(int(numbers[0]))
+            with self.started:
+                if word == "pid":  # always before that child's exit
+                    end = self.ends[int(numbers[0])] = _Exit()
+                    self.pids.append((int(numbers[0]), end))
                     self.started.notify_all()
-            elif word == "exit":
-                pid, code = int(numbers[0]), int(numbers[1])
-                with self.started:
-                    self.codes[pid] = code
-                    self.ended.setdefault(pid, threading.Event()).set()
+                elif word == "exit" and int(numbers[0]) in self.ends:
+                    self.ends.pop(int(numbers[0])).set(int(numbers[1]))
         with self.started:  # the server is gone: its children take themselves down (probes/orphan.py)
             self.alive = False
-            for pid, event in self.ended.items():
-                self.codes.setdefault(pid, -signal.SIGKILL)
-                event.set()
+            for end in self.ends.values():
+                end.set(-signal.SIGKILL)
             self.started.notify_all()
 
     def fork(self, order: dict) -> _Forked | None:
@@ -130,9 +138,7 @@ class _Server:
                     self.started.wait()
                 if not self.pids:
                     return None
-                pid = self.pids.pop(0)
-                ended = self.ended.setdefault(pid, threading.Event())
-        return _Forked(pid, ended, self.codes)
+                return _Forked(*self.pids.pop(0))
 
     def stop(self) -> None:
         with contextlib.suppress(OSError, ValueError):

@@ -238,10 +238,10 @@ def learn(results: Path, p: Plan, failed: int, lower: int, done: Attempt, why: s
     prof = p.profile
     model = prof.memory_model or {}
     budget = prof.budget_bytes or prof.conditions.memory_limit_bytes
-    if model.get("per_sample_bytes") and budget:
-        keeps = 1 - (float(model.get("fixed_bytes") or 0) + float(model["per_sample_bytes"]) * lower) / budget
-    else:
-        keeps = prof.conditions.headroom + F.LOWER_BY
+    per_sample = float(model.get("per_sample_bytes") or 0)
+    # From the peak measured at the tuned batch: the line's own may put that batch over its headroom
+    at = prof.peak_reserved_bytes + per_sample * (lower - prof.batch_size)
+    keeps = 1 - at / budget if per_sample and budget else prof.conditions.headroom + F.LOWER_BY
     learned = round(min(0.5, max(prof.conditions.headroom, prof.learned_headroom, keeps)), 4)
     event = {
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
