@@ -33,6 +33,7 @@ from probes.protocol import ProbeRequest
 log = logging.getLogger(__name__)
 
 START_ENV = "AUTOTUNE_PROBE_START"  # "spawn": a fresh interpreter for every probe
+SERVER_ANSWER_S = 120.0  # the most the warm server may take to fork a child (its first: its imports)
 FORKED = frozenset({"environment", "dataset", "describe", "decode"})  # they measure no memory
 
 
@@ -134,8 +135,13 @@ class _Server:
             except (BrokenPipeError, OSError):
                 return None
             with self.started:
-                while self.alive and not self.pids:
-                    self.started.wait()
+                # Its first answer waits for its imports; a server that never answers is given up.
+                if not self.started.wait_for(lambda: self.pids or not self.alive, SERVER_ANSWER_S):
+                    log.warning(
+                        "the warm server did not answer in %.0f s; probes start fresh", SERVER_ANSWER_S
+                    )
+                    self.proc.kill()
+                    self.alive = False
                 if not self.pids:
                     return None
                 return _Forked(*self.pids.pop(0))

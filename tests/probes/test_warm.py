@@ -84,3 +84,14 @@ def test_a_stopped_server_is_started_again_by_the_next_probe_and_a_dead_one_is_n
     second.proc.wait()
     assert run_probe(ENVIRONMENT, 120).status == "ok"
     probe_start.stop_server()
+
+
+def test_a_server_that_does_not_answer_in_time_is_given_up_and_the_probe_starts_fresh(monkeypatch) -> None:
+    probe_start.stop_server()
+    monkeypatch.setattr(probe_start, "SERVER_ANSWER_S", 0.01)  # its imports alone take longer
+    result = run_probe(ENVIRONMENT, 120)
+    assert result.status == "ok", result.message  # from a fresh interpreter
+    server = probe_start._server
+    assert server is not None and not server.alive
+    assert server.proc.wait(timeout=10) is not None  # killed, not left running
+    probe_start.stop_server()
