@@ -28,6 +28,7 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
+from autotune.errors import UserError
 from probes.protocol import ProbeRequest
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,12 @@ def launcher(world_size: int) -> list[str]:
 
 def forks(request: ProbeRequest) -> bool:
     """Whether ``request`` runs in a child forked from the warm server."""
-    return request.kind in FORKED and request.world_size <= 1 and os.environ.get(START_ENV, "") != "spawn"
+    how = os.environ.get(START_ENV, "").strip().lower()
+    if how not in ("", "fork", "spawn"):
+        raise UserError(
+            f"{START_ENV}={how!r} is not a way to start probes: use spawn (each probe a fresh interpreter) or fork (the default)"
+        )
+    return request.kind in FORKED and request.world_size <= 1 and how != "spawn"
 
 
 def start(

@@ -95,3 +95,17 @@ def test_a_server_that_does_not_answer_in_time_is_given_up_and_the_probe_starts_
     assert server is not None and not server.alive
     assert server.proc.wait(timeout=10) is not None  # killed, not left running
     probe_start.stop_server()
+
+
+def test_an_unknown_way_to_start_probes_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AUTOTUNE_PROBE_START": "thread"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "autotune", "run", "--policy", "act", "--device", "cpu"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "autotune: error: AUTOTUNE_PROBE_START='thread' is not a way to start probes: use spawn "
+        "(each probe a fresh interpreter) or fork (the default)"
+    )
+    assert "Traceback" not in proc.stderr and not (tmp_path / "results").exists()
