@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 VERSION="${LEROBOT_VERSION:-0.6.1}"
 DEST=.lerobot
 EXTRAS="training,diffusion"  # diffusion: the second policy the tests tune through LeRobot's own code
-quiet() { "$@" 2> >(grep -v '^WARNING: Location' >&2); }
+# shellcheck source=scripts/install.sh
+source scripts/install.sh
 version_of() { "$DEST/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true; }
 
 if [ ! -x "$DEST/bin/lerobot-train" ] || [ "$(version_of lerobot)" != "$VERSION" ]; then
@@ -27,14 +28,14 @@ if [ ! -x "$DEST/bin/lerobot-train" ] || [ "$(version_of lerobot)" != "$VERSION"
   echo "[setup] installing lerobot[$EXTRAS]==$VERSION into $DEST with $("$PY" --version) (about 2 GB, 2 minutes)" >&2
   rm -rf "$DEST"
   "$PY" -m venv "$DEST"
-  quiet "$DEST/bin/python" -m pip install --quiet --disable-pip-version-check "lerobot[$EXTRAS]==$VERSION"
+  install_into "$DEST/bin/python" "lerobot[$EXTRAS]==$VERSION"
 fi
 TORCH="$(version_of torch)"
 if ! (cd / && "$OLDPWD/$DEST/bin/python" -c 'import autotune, diffusers') >/dev/null 2>&1; then
   # autotune into the LeRobot environment, the way the README tells LeRobot users: its torch and
   # its pins must stay as they are (checked below).
   echo "[setup] installing autotune into $DEST" >&2
-  quiet "$DEST/bin/python" -m pip install --quiet --disable-pip-version-check "lerobot[$EXTRAS]==$VERSION" -e .
+  install_into "$DEST/bin/python" "lerobot[$EXTRAS]==$VERSION" -e .
 fi
 if [ "$(version_of torch)" != "$TORCH" ]; then
   echo "[setup] error: installing autotune changed LeRobot's torch ($TORCH -> $(version_of torch))" >&2

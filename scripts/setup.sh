@@ -56,6 +56,10 @@ if [ "$need_postgres" = 1 ] || [ -n "${missing// /}" ]; then
   fi
 fi
 
+# shellcheck source=scripts/install.sh
+source scripts/install.sh
+ensure_uv || true  # once, before the two installs below use it
+
 # LeRobot's environment installs beside autotune's (two pip installs at once: most of the time is
 # unpacking wheels); its result is waited for before the end.
 lerobot_pid=""
@@ -89,8 +93,7 @@ if [ -n "${AUTOTUNE_TORCH_INDEX:-}" ]; then
 fi
 
 echo "[setup] installing autotune and its dependencies into .venv" >&2
-.venv/bin/python -m pip install --quiet --disable-pip-version-check \
-  -c constraints.txt "${extra[@]}" -e ".[${extras}]" 2> >(grep -v '^WARNING: Location' >&2)
+install_into .venv/bin/python -c constraints.txt "${extra[@]}" -e ".[${extras}]"
 .venv/bin/python - <<'PY'
 import sys
 import torch, torchvision, av, optuna, pandas, pynvml  # noqa: F401

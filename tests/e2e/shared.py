@@ -16,7 +16,7 @@ LEROBOT = ROOT / ".lerobot"
 HAS_LEROBOT = (LEROBOT / "bin" / "lerobot-train").exists()
 RUN_ACT = [
     "run", "--policy", "act", "--device", "cpu", "--memory-limit", "470MiB",
-    "--image-size", "48x64", "--cameras", "2", "--trials", "2", "--throughput-points", "1",
+    "--image-size", "48x64", "--cameras", "2", "--trials", "2", "--throughput-points", "1", "--soak-steps", "2",
     *set_flags(SMALL_ACT),
     # The lerobot-train the answer is made for, where the tests' LeRobot release is installed.
     *(["--lerobot", str(LEROBOT)] if HAS_LEROBOT else []),

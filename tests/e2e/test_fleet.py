@@ -23,7 +23,7 @@ from tests.postgres import cluster
 
 pytestmark = pytest.mark.slow
 
-MACHINES = ("lab-a", "lab-b", "lab-c")
+MACHINES = ("lab-a", "lab-b")  # two at once race for the same storage
 QUICK = [
     "run", "--policy", "act", "--device", "cpu", "--memory-limit", "1GiB", "--image-size", "32x48",
     "--trials", "1", "--trainer-only", "--throughput-points", "1", "--soak-steps", "1", "--max-batch", "4",
@@ -39,7 +39,7 @@ def storage() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def fleet_ran(storage: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, int, str]]:
-    """Three machines tuning at the same moment against the one storage."""
+    """Two machines tuning at the same moment against the one storage."""
     started = {}
     for name in MACHINES:
         cwd = tmp_path_factory.mktemp(name)
@@ -93,7 +93,7 @@ def test_fleet_shows_one_row_per_machine_and_the_regressions_flagged(
     checked = {**rows[rows.machine == "lab-b"].iloc[-1].to_dict(), "status": "checked"}
     fleet.record(storage, checked, None, ["regression: samples/s 40 -> 4 (-90%, noise 5%)"])
     text = autotune("fleet", "--storage", storage, cwd=ROOT).stdout
-    assert "lab-a" in text and "lab-c" in text
+    assert "lab-a" in text
     assert "autotune: lab-b act: regression: samples/s 40 -> 4" in text
 
 

@@ -39,22 +39,33 @@ def run_on(dataset: str, cwd: Path, env: dict[str, str] | None = None) -> subpro
 
 
 @pytest.mark.parametrize(
-    ("version", "cameras", "codec", "storage", "size"),
+    ("version", "cameras", "codec", "storage", "size", "by_repo_id"),
     [
-        ("v2.1", 3, "h264", "video", (40, 56)),
-        ("v3.0", 2, "hevc", "video", (48, 64)),
-        ("v3.0", 1, "libsvtav1", "image", (32, 48)),
+        # Named by its repo id, found in the local LeRobot cache ($HF_LEROBOT_HOME).
+        ("v2.1", 3, "h264", "video", (40, 56), True),
+        ("v3.0", 2, "hevc", "video", (48, 64), False),
+        ("v3.0", 1, "libsvtav1", "image", (32, 48), False),
     ],
 )
 def test_a_users_dataset_tunes_end_to_end_with_its_own_shapes(
-    tmp_path: Path, version: str, cameras: int, codec: str, storage: str, size: tuple[int, int]
+    tmp_path: Path,
+    version: str,
+    cameras: int,
+    codec: str,
+    storage: str,
+    size: tuple[int, int],
+    by_repo_id: bool,
 ) -> None:
+    home = tmp_path / "lerobot-home"
     data = write_synthetic_dataset(
-        tmp_path / "data" / "me" / "pick_cube", cameras=cameras, image_size=size, fps=30, episodes=4,
+        home / "me" / "pick_cube", cameras=cameras, image_size=size, fps=30, episodes=4,
         episode_length=40, state_dim=7, action_dim=5, codec=codec, version=version,
         image_storage=storage, episodes_per_file=2 if version == "v3.0" else None, seed=3,
     )  # fmt: skip
-    proc = run_on(str(data), tmp_path)
+    if by_repo_id:
+        proc = run_on("me/pick_cube", tmp_path, env={"HF_LEROBOT_HOME": str(home)})
+    else:
+        proc = run_on(str(data), tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     profile = json.loads((tmp_path / "results" / "profiles" / "act.json").read_text())
     assert profile["conditions"]["cameras"] == cameras
@@ -64,7 +75,10 @@ def test_a_users_dataset_tunes_end_to_end_with_its_own_shapes(
     assert profile["loader_model"]["decode_s_per_sample"] > 0
     trials = pd.read_csv(tmp_path / "results" / "worker_trials.csv")
     assert (trials.status == "ok").all() and (trials.decode_s_per_sample > 0).all()
-    assert f"--dataset.root={data}" in proc.stdout
+    if by_repo_id:
+        assert "--dataset.repo_id=me/pick_cube" in proc.stdout
+    else:
+        assert f"--dataset.root={data}" in proc.stdout
     assert "estimated on the meta device" not in proc.stderr  # --no-estimate: the search starts blind
     assert not (tmp_path / "results" / "datasets").exists()  # the user's data is used as it is
     command = proc.stdout.strip().splitlines()[-1]
@@ -80,17 +94,6 @@ def test_a_users_dataset_tunes_end_to_end_with_its_own_shapes(
         assert set(trials.video_backend) == {"pyav"}
     elif storage == "video":
         assert profile["video_backend"] == "torchcodec" and "--dataset.video_backend" not in command
-
-
-def test_a_repo_id_is_found_in_the_local_lerobot_cache(tmp_path: Path) -> None:
-    home = tmp_path / "lerobot-home"
-    write_synthetic_dataset(
-        home / "someone" / "so101_pick", cameras=2, image_size=(32, 48), fps=30, episodes=3,
-        episode_length=40, seed=1,
-    )  # fmt: skip
-    proc = run_on("someone/so101_pick", tmp_path, env={"HF_LEROBOT_HOME": str(home)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "--dataset.repo_id=someone/so101_pick" in proc.stdout
 
 
 def _dataset(tmp_path: Path) -> Path:

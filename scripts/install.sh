@@ -1,0 +1,64 @@
+# Sourced by setup.sh and setup-lerobot.sh: `install_into PYTHON ARGS...` installs into PYTHON's
+# environment what `PYTHON -m pip install ARGS...` would, with uv where it can be had (the same
+# packages from the same indexes, about five times faster: torch and its CUDA libraries are
+# several GB a venv), else with pip.
+#
+# uv reads none of pip's settings, so it is given the ones pip is configured with (pip.conf and
+# PIP_* variables: index, extra indexes, find-links, constraints), and picks the best version
+# across them as pip does. uv itself is installed with pip into .uv/ (no environment of yours
+# gains a package); AUTOTUNE_INSTALLER=pip skips it.
+
+UV=""
+
+# Prints uv's flags for the indexes, links and constraints pip is configured with, one a line.
+uv_flags_from_pip() {
+  "${PYTHON:-python3}" - <<'PY'
+import ast, subprocess, sys
+
+listed = subprocess.run(
+    [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True
+).stdout
+flags = {"index-url": "--index-url", "extra-index-url": "--extra-index-url",
+         "find-links": "--find-links", "constraint": "--constraint"}
+seen = set()
+for line in listed.splitlines():
+    key, _, value = line.partition("=")
+    flag = flags.get(key.rsplit(".", 1)[-1])
+    if not flag or not value:
+        continue
+    try:
+        value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        continue
+    for item in value.split():
+        if (flag, item) not in seen:
+            seen.add((flag, item))
+            print(flag)
+            print(item)
+PY
+}
+
+# Installs uv into .uv/ once (a second call, or a uv already there, costs nothing).
+ensure_uv() {
+  [ -n "$UV" ] && return 0
+  [ "${AUTOTUNE_INSTALLER:-uv}" = pip ] && return 1
+  if [ ! -x .uv/bin/uv ]; then
+    "${PYTHON:-python3}" -m pip install --quiet --disable-pip-version-check --target .uv uv \
+      2> >(grep -v '^WARNING: Location' >&2) >/dev/null || { rm -rf .uv; return 1; }
+  fi
+  [ -x .uv/bin/uv ] && UV="$PWD/.uv/bin/uv"
+}
+
+install_into() {
+  local python="$1"
+  shift
+  if ensure_uv; then
+    local flags=()
+    mapfile -t flags < <(uv_flags_from_pip)
+    "$UV" pip install --quiet --python "$python" --index-strategy unsafe-best-match \
+      "${flags[@]}" "$@"
+  else
+    "$python" -m pip install --quiet --disable-pip-version-check "$@" \
+      2> >(grep -v '^WARNING: Location' >&2)
+  fi
+}
