@@ -43,7 +43,7 @@ ensure_uv() {
   [ -n "$UV" ] && return 0
   [ "${AUTOTUNE_INSTALLER:-uv}" = pip ] && return 1
   if [ ! -x .uv/bin/uv ]; then
-    "${PYTHON:-python3}" -m pip install --quiet --disable-pip-version-check --target .uv uv \
+    "${PYTHON:-python3}" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target .uv uv \
       2> >(grep -v '^WARNING: Location' >&2) >/dev/null || { rm -rf .uv; return 1; }
   fi
   [ -x .uv/bin/uv ] && UV="$PWD/.uv/bin/uv"
@@ -55,7 +55,9 @@ install_into() {
   if ensure_uv; then
     local flags=()
     mapfile -t flags < <(uv_flags_from_pip)
-    "$UV" pip install --quiet --python "$python" --index-strategy unsafe-best-match \
+    # --compile-bytecode: as pip does; a process that may not write bytecode (python -B, as
+    # lerobot-train's spawned workers run here) would otherwise compile torch at every start.
+    "$UV" pip install --quiet --compile-bytecode --python "$python" --index-strategy unsafe-best-match \
       "${flags[@]}" "$@"
   else
     "$python" -m pip install --quiet --disable-pip-version-check "$@" \

@@ -25,7 +25,7 @@ if [ ! -x "$DEST/bin/lerobot-train" ] || [ "$(version_of lerobot)" != "$VERSION"
     echo "[setup] error: lerobot $VERSION needs Python 3.12 or newer; install one (e.g. pyenv install 3.12)" >&2
     exit 2
   fi
-  echo "[setup] installing lerobot[$EXTRAS]==$VERSION into $DEST with $("$PY" --version) (about 2 GB, 2 minutes)" >&2
+  echo "[setup] installing lerobot[$EXTRAS]==$VERSION into $DEST with $("$PY" --version) (about 6 GB with its CUDA libraries, once)" >&2
   rm -rf "$DEST"
   "$PY" -m venv "$DEST"
   install_into "$DEST/bin/python" "lerobot[$EXTRAS]==$VERSION"
