@@ -49,6 +49,30 @@ ensure_uv() {
   [ -x .uv/bin/uv ] && UV="$PWD/.uv/bin/uv"
 }
 
+# Drops the installed shared libraries from the page cache. uv writes them in large pages of the
+# page cache; until those are evicted, every process that maps torch's libraries shows about
+# 115 MiB more resident memory (measured: 789 MiB against 673 MiB after importing torch and
+# torchvision), and on the CPU the probes measure resident memory. Read back on demand, as pip's
+# files are, they map as they will in a later training.
+settle_page_cache() {
+  "$1" - <<'PY'
+import os, sysconfig
+from pathlib import Path
+
+for path in Path(sysconfig.get_paths()["purelib"]).rglob("*.so*"):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        continue
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass  # not a plain file: nothing cached to drop
+    finally:
+        os.close(fd)
+PY
+}
+
 install_into() {
   local python="$1"
   shift
@@ -59,6 +83,7 @@ install_into() {
     # lerobot-train's spawned workers run here) would otherwise compile torch at every start.
     "$UV" pip install --quiet --compile-bytecode --python "$python" --index-strategy unsafe-best-match \
       "${flags[@]}" "$@"
+    settle_page_cache "$python"
   else
     "$python" -m pip install --quiet --disable-pip-version-check "$@" \
       2> >(grep -v '^WARNING: Location' >&2)
