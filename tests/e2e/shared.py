@@ -1,6 +1,8 @@
 """The tuned run several end-to-end modules read: one `autotune run` of the cut-down ACT for the
 whole session (tests/e2e/test_run.py checks it, tests/e2e/test_verify.py verifies a copy of its
-profile in the real lerobot-train), so the suite tunes it once."""
+profile in the real lerobot-train, tests/e2e/test_train.py trains from it), so the suite tunes it
+once: tests/conftest.py keeps those modules on one pytest-xdist worker (a module that uses it joins
+them in ``TOGETHER`` there)."""
 
 from __future__ import annotations
 
