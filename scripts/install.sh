@@ -10,38 +10,44 @@
 
 UV=""
 
-# Prints uv's flags for the indexes, links and constraints pip is configured with, one a line.
-uv_flags_from_pip() {
+# Prints, one NAME=VALUE a line, the UV_* variables that give uv the indexes, links and
+# constraints pip is configured with. They reach uv in its environment, never on its command line,
+# where a token in an index URL would show in the process list.
+uv_env_from_pip() {
   "${PYTHON:-python3}" - <<'PY'
 import ast, subprocess, sys
 
 listed = subprocess.run(
     [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True
 ).stdout
-flags = {"index-url": "--index-url", "extra-index-url": "--extra-index-url",
-         "find-links": "--find-links", "constraint": "--constraint"}
-seen = set()
+names = {"index-url": ("UV_INDEX_URL", " "), "extra-index-url": ("UV_EXTRA_INDEX_URL", " "),
+         "find-links": ("UV_FIND_LINKS", ","), "constraint": ("UV_CONSTRAINT", " ")}
+values: dict[str, list[str]] = {}
 for line in listed.splitlines():
     key, _, value = line.partition("=")
-    flag = flags.get(key.rsplit(".", 1)[-1])
-    if not flag or not value:
+    name = key.rsplit(".", 1)[-1]
+    if name not in names or not value:
         continue
     try:
         value = ast.literal_eval(value)
     except (ValueError, SyntaxError):
         continue
-    for item in value.split():
-        if (flag, item) not in seen:
-            seen.add((flag, item))
-            print(flag)
-            print(item)
+    items = values.setdefault(name, [])
+    items.extend(item for item in value.split() if item not in items)
+for name, items in values.items():
+    variable, separator = names[name]
+    print(f"{variable}={items[-1] if name == 'index-url' else separator.join(items)}")
 PY
 }
 
 # Installs uv into .uv/ once (a second call, or a uv already there, costs nothing).
 ensure_uv() {
   [ -n "$UV" ] && return 0
-  [ "${AUTOTUNE_INSTALLER:-uv}" = pip ] && return 1
+  case "${AUTOTUNE_INSTALLER:-uv}" in
+    uv) ;;
+    pip) return 1 ;;
+    *) echo "[setup] error: AUTOTUNE_INSTALLER=${AUTOTUNE_INSTALLER} is not uv or pip" >&2; exit 2 ;;
+  esac
   if [ ! -x .uv/bin/uv ]; then
     "${PYTHON:-python3}" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target .uv uv \
       2> >(grep -v '^WARNING: Location' >&2) >/dev/null || { rm -rf .uv; return 1; }
@@ -77,15 +83,18 @@ install_into() {
   local python="$1"
   shift
   if ensure_uv; then
-    local flags=()
-    mapfile -t flags < <(uv_flags_from_pip)
     # --compile-bytecode: as pip does; a process that may not write bytecode (python -B, as
     # lerobot-train's spawned workers run here) would otherwise compile torch at every start.
-    "$UV" pip install --quiet --compile-bytecode --python "$python" --index-strategy unsafe-best-match \
-      "${flags[@]}" "$@"
-    settle_page_cache "$python"
-  else
-    "$python" -m pip install --quiet --disable-pip-version-check "$@" \
-      2> >(grep -v '^WARNING: Location' >&2)
+    if (
+      while IFS= read -r setting; do export "${setting?}"; done < <(uv_env_from_pip)
+      "$UV" pip install --quiet --compile-bytecode --python "$python" \
+        --index-strategy unsafe-best-match "$@"
+    ); then
+      settle_page_cache "$python"
+      return 0
+    fi
+    echo "[setup] uv could not install this (its lines above); installing with pip instead" >&2
   fi
+  "$python" -m pip install --quiet --disable-pip-version-check "$@" \
+    2> >(grep -v '^WARNING: Location' >&2)
 }
