@@ -83,8 +83,8 @@ install_into() {
   local python="$1"
   shift
   if ensure_uv; then
-    # --compile-bytecode: as pip does; a process that may not write bytecode (python -B, as
-    # lerobot-train's spawned workers run here) would otherwise compile torch at every start.
+    # --compile-bytecode: as pip does. Where Python may not write bytecode (PYTHONDONTWRITEBYTECODE,
+    # as on CI, or python -B), every process would otherwise compile torch from source at start.
     if (
       while IFS= read -r setting; do export "${setting?}"; done < <(uv_env_from_pip)
       "$UV" pip install --quiet --compile-bytecode --python "$python" \
