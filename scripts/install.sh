@@ -9,6 +9,10 @@
 # gains a package); AUTOTUNE_INSTALLER=pip skips it.
 
 UV=""
+case "${AUTOTUNE_INSTALLER:-uv}" in
+  uv | pip) ;;
+  *) echo "[setup] error: AUTOTUNE_INSTALLER=${AUTOTUNE_INSTALLER} is not uv or pip" >&2; exit 2 ;;
+esac
 
 # Prints, one NAME=VALUE a line, the UV_* variables that give uv the indexes, links and
 # constraints pip is configured with. They reach uv in its environment, never on its command line,
@@ -43,11 +47,7 @@ PY
 # Installs uv into .uv/ once (a second call, or a uv already there, costs nothing).
 ensure_uv() {
   [ -n "$UV" ] && return 0
-  case "${AUTOTUNE_INSTALLER:-uv}" in
-    uv) ;;
-    pip) return 1 ;;
-    *) echo "[setup] error: AUTOTUNE_INSTALLER=${AUTOTUNE_INSTALLER} is not uv or pip" >&2; exit 2 ;;
-  esac
+  [ "${AUTOTUNE_INSTALLER:-uv}" = pip ] && return 1  # checked when this file was sourced
   if [ ! -x .uv/bin/uv ]; then
     "${PYTHON:-python3}" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target .uv uv \
       2> >(grep -v '^WARNING: Location' >&2) >/dev/null || { rm -rf .uv; return 1; }

@@ -13,6 +13,8 @@ if [ "${1:-}" = "--test" ]; then
   test=1
   extras="dev,video,fleet"
 fi
+# shellcheck source=scripts/install.sh
+source scripts/install.sh  # checks AUTOTUNE_INSTALLER before anything is installed
 
 # FFmpeg's shared libraries: torchcodec, the decoder lerobot-train prefers, loads only with them
 # (without them LeRobot falls back to PyAV, and autotune measures what the trainer will use).
@@ -56,12 +58,9 @@ if [ "$need_postgres" = 1 ] || [ -n "${missing// /}" ]; then
   fi
 fi
 
-# shellcheck source=scripts/install.sh
-source scripts/install.sh
-ensure_uv || true  # once, before the two installs below use it
-
-# LeRobot's environment installs beside autotune's (two pip installs at once: most of the time is
+# LeRobot's environment installs beside autotune's (two installs at once: most of the time is
 # unpacking wheels); its result is waited for before the end.
+ensure_uv || true  # once, before the two installs below use it
 lerobot_pid=""
 if [ "$test" = 1 ]; then
   bash scripts/setup-lerobot.sh &
