@@ -1,7 +1,7 @@
 """The warm server: forks probe children from a process that has already imported torch.
 
-A fresh interpreter pays about 3 s of imports (torch, torchvision, the decoders, the probes) before
-it measures anything, and a tune starts 8 to 30 children. The tuner starts one server,
+A fresh interpreter pays about 3 s of imports (torch, the decoders, the probes) before it measures
+anything, and a tune starts 8 to 30 children. The tuner starts one server,
 ``python -m probes.warm``, with the first probe that measures no memory
 (autotune/run/probe_start.py). It imports :data:`PRELOAD` once and then, for each line it reads::
 
@@ -28,8 +28,12 @@ import signal
 import sys
 import traceback
 
-# What the server imports once (one that fails is skipped: the child imports what it needs).
-PRELOAD = ["torch", "torchvision", "probes.child", "probes.loading", "probes.info"]
+# What the server imports once (one that fails is skipped: the child imports what it needs, and
+# says why it cannot). torchcodec's decoders, which load FFmpeg's libraries and torch._dynamo (1.5
+# s of CPU), because every run's environment probe loads them to tell whether the trainer decodes
+# with torchcodec, and its decode probes use them. Not torchvision: only a model's description,
+# rarely forked, needs it.
+PRELOAD = ["torch", "torchcodec.decoders", "probes.child", "probes.loading", "probes.info"]
 
 
 def _child(order: dict, closing: list[int]) -> None:
@@ -80,7 +84,7 @@ def _reap() -> None:
 def serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the tuner's to handle
     for name in PRELOAD:
-        with contextlib.suppress(ImportError):
+        with contextlib.suppress(Exception):  # torchcodec without FFmpeg raises OSError/RuntimeError
             importlib.import_module(name)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
