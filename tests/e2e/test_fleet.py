@@ -24,9 +24,11 @@ from tests.postgres import cluster
 pytestmark = pytest.mark.slow
 
 MACHINES = ("lab-a", "lab-b")  # two at once race for the same storage
+# One batch probe and no soak (the search's and the soak's own checks are in test_run.py): what the
+# machines share is what is checked here.
 QUICK = [
     "run", "--policy", "act", "--device", "cpu", "--memory-limit", "1GiB", "--image-size", "32x48",
-    "--trials", "1", "--trainer-only", "--throughput-points", "1", "--soak-steps", "1", "--max-batch", "4",
+    "--trials", "1", "--trainer-only", "--throughput-points", "1", "--soak-steps", "0", "--max-batch", "1",
     "--no-estimate", *set_flags(SMALL_ACT),
 ]  # fmt: skip
 

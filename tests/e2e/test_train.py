@@ -29,6 +29,10 @@ pytestmark = [
 
 TRAIN_ACT = ["train", *RUN_ACT[1:]]  # the same run flags: the session's profile is up to date for them
 OFFLINE = ["--policy.pretrained_backbone_weights=null", "--log_freq=1"]
+# One DataLoader worker, the user's flag over the tuned one: these tests are about the training's
+# restarts and its end, and each worker lerobot-train spawns imports torch and LeRobot again (about
+# 5 s of CPU; tests/e2e/test_verify.py runs the tuned command as printed).
+ONE_WORKER = ["--num_workers=1"]
 
 # Loaded at start-up by the trainer's Python (and only there): at the AUTOTUNE_TEST_OOM_AT-th
 # optimizer step of a batch over AUTOTUNE_TEST_OOM_ABOVE, the step asks PyTorch's CPU allocator for a
@@ -83,12 +87,17 @@ def test_an_out_of_memory_in_the_trainer_is_resumed_at_a_lower_batch_and_every_s
     }
     out = cwd / "out"
     proc = autotune(
-        *TRAIN_ACT, "--", "--steps=6", "--save_freq=2", f"--output_dir={out}", *OFFLINE, cwd=cwd, env=env
-    )
+        *TRAIN_ACT, "--", "--steps=6", "--save_freq=2", f"--output_dir={out}", *OFFLINE, *ONE_WORKER,
+        cwd=cwd, env=env,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     said = [line for line in proc.stdout.splitlines() if line.startswith("autotune: ")]
     assert said[0] == "autotune: the act profile is up to date (nothing changed); --force re-tunes"
+    tuned = profile["num_workers"]
+    if tuned != 1:  # the user's flag wins, in one line
+        assert said.pop(1) == f"autotune: --num_workers=1 (yours) replaces the tuned --num_workers={tuned}"
     assert said[1].startswith("autotune: training: ") and f"--batch_size={batch}" in said[1]
+    assert "--num_workers=1" in said[1]
     restart = next(line for line in said if "ran out of memory" in line)
     assert f"after step 2 at batch {batch}" in restart and "DefaultCPUAllocator" in restart
     assert "from the checkpoint at step 2 (--resume=true)" in restart and "(restart 1 of 3)" in restart
@@ -114,7 +123,7 @@ def test_ctrl_c_reaches_the_trainer_and_leaves_no_process_behind(tuned_copy: Pat
     cwd = tuned_copy
     out = cwd / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "autotune", *TRAIN_ACT, "--", "--steps=100000", f"--output_dir={out}", *OFFLINE],
+        [sys.executable, "-m", "autotune", *TRAIN_ACT, "--", "--steps=100000", f"--output_dir={out}", *OFFLINE, *ONE_WORKER],
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
@@ -125,7 +134,7 @@ def test_ctrl_c_reaches_the_trainer_and_leaves_no_process_behind(tuned_copy: Pat
     assert runs.exists(), "no step was logged"
     (trainer,) = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     session = sessions()[int(trainer)]  # the trainer leads a session of its own; its workers are in it
-    assert sum(sid == session for sid in sessions().values()) > 1  # the DataLoader's workers
+    assert sum(sid == session for sid in sessions().values()) > 1  # the DataLoader's worker
     os.kill(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal reaches autotune
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGINT, stdout[-2000:] + stderr[-2000:]

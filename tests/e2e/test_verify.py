@@ -107,7 +107,10 @@ def test_a_command_that_names_the_decoder_trains_with_it(tuned, tmp_path) -> Non
     (results / "datasets").symlink_to(cwd / "results" / "datasets")  # the data it was tuned on
     profile = json.loads((cwd / "results" / "profiles" / "act.json").read_text())
     assert profile["video_backend"] == "torchcodec"  # as the trainer picks: the command is silent
-    args = [*profile["lerobot_train_args"], "--dataset.video_backend=pyav"]
+    # One DataLoader worker: each one lerobot-train spawns imports torch and LeRobot again (about 5 s
+    # of CPU), and the decoder is what this test is about.
+    args = [a for a in profile["lerobot_train_args"] if not a.startswith("--num_workers=")]
+    args += ["--num_workers=1", "--dataset.video_backend=pyav"]
     named = {**profile, "lerobot_train_args": args, "video_backend": "pyav", "verification": None}
     (results / "profiles" / "act.json").write_text(json.dumps(named))
     proc = autotune(
