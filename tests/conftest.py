@@ -20,6 +20,7 @@ TOGETHER = {
     "tests/e2e/test_verify.py": "act_run",
     "tests/e2e/test_train.py": "act_run",
     "tests/e2e/test_fleet.py": "fleet",  # one PostgreSQL cluster, the machines that tuned into it
+    "tests/probes/test_distributed.py": "distributed",  # one process's probe, compared with two jobs
 }
 
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:

@@ -91,6 +91,35 @@ RESULT_FOLDERS = (".", "profiles", "profiles/history", "studies", "plots", "data
 MIN_FREE_BYTES = 256 * 1024**2  # for the synthetic dataset, the studies, plots and rows
 
 
+def check_results_unwritten(results: Path, policy: str, storage: str | None) -> None:
+    """What :func:`ensure_writable` and :func:`check_study_storage` would refuse and can be told
+    without writing anything, checked before torch starts (seconds sooner): a file where the results
+    folder (or one above it) should be, and a worker study there that is not an Optuna storage."""
+    _refuse_blocked(results, results)
+    studies = results / "studies"
+    _refuse_blocked(results, studies)
+    study = studies / f"{policy}.db"
+    if storage is None and study.is_file():
+        from autotune.tuning.study_storage import open_storage
+
+        open_storage(study)  # an existing file: read, and one line if it is not a study
+
+
+def _refuse_blocked(results: Path, folder: Path) -> None:
+    """One line if a file stands where ``folder`` (in ``results``), or a folder above it, should be."""
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None and folder != results:
+        raise UserError(
+            f"folder {folder} cannot be written: {'it' if blocker == folder else blocker} is a file, "
+            "not a folder; move it aside or pass --results DIR"
+        )
+    if blocker is not None:
+        raise UserError(
+            f"results folder {results} cannot be written: {'it' if blocker == results else blocker} is a "
+            "file, not a folder; pass --results DIR"
+        )
+
+
 def ensure_writable(results: Path, synthetic: bool = True) -> None:
     """Fail early, with one line, if the results folder (or one it writes into) cannot be
     written, or its disk is nearly full. A run on the user's own data creates no ``datasets``
@@ -99,17 +128,7 @@ def ensure_writable(results: Path, synthetic: bool = True) -> None:
         folder = results / name
         if name == "datasets" and not synthetic and not folder.exists():
             continue
-        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
-        if blocker is not None and folder != results:
-            raise UserError(
-                f"folder {folder} cannot be written: {'it' if blocker == folder else blocker} is a file, "
-                "not a folder; move it aside or pass --results DIR"
-            )
-        if blocker is not None:
-            raise UserError(
-                f"results folder {results} cannot be written: {'it' if blocker == results else blocker} is a "
-                "file, not a folder; pass --results DIR"
-            )
+        _refuse_blocked(results, folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):

@@ -94,7 +94,7 @@ def prepare_run(
     no probe runs."""
     from autotune import fleet
     from autotune.machine.devices import probe_environment, resolve_device
-    from autotune.run.context import check_planned
+    from autotune.run.context import check_planned, check_results_unwritten
     from autotune.run.probe_client import remove_orphaned_folders
 
     storage = fleet.resolve(args.storage, args.storage_file)
@@ -106,6 +106,7 @@ def prepare_run(
     backend = resolve_backend(args.backend)
     trainer, overrides = _trainer_and_overrides(args, backend)
     if not nightly:
+        check_results_unwritten(args.results, args.policy, storage)  # before torch starts
         remove_orphaned_folders()
     if environment is None:
         environment = probe_environment()

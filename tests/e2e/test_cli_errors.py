@@ -184,5 +184,5 @@ def test_a_junk_study_database_fails_before_the_first_probe(tmp_path: Path) -> N
     )  # fmt: skip
     assert_one_line_error(proc, "act.db", "not a worker study", "move it aside")
     assert not list(results.glob("*.csv"))  # no probe row, no failed run row
-    assert not any((results / "datasets").iterdir())  # and no dataset written for it
+    assert not (results / "datasets").exists()  # and no dataset written for it
     assert (results / "studies" / "act.db").read_bytes() == b"junk" * 99

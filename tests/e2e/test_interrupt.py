@@ -16,6 +16,7 @@ import pytest
 
 from probes.memory import children_of
 from tests.cli import ROOT, SMALL_ACT, set_flags
+from tests.e2e.shared import sharing
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +26,8 @@ RUN = [
 ]  # fmt: skip
 
 
-def start(cwd: Path) -> subprocess.Popen:
+def start(cwd: Path, datasets: Path) -> subprocess.Popen:
+    sharing(datasets, cwd)  # the synthetic dataset is written once, by whichever run comes first
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(cwd / "tmp")}
     (cwd / "tmp").mkdir()
     return subprocess.Popen(
@@ -63,8 +65,8 @@ def alive(pids: list[int]) -> list[int]:
     return [p for p in pids if running(p)]
 
 
-def test_sigterm_stops_the_run_like_ctrl_c(tmp_path: Path) -> None:
-    tuner = start(tmp_path)
+def test_sigterm_stops_the_run_like_ctrl_c(tmp_path: Path, datasets: Path) -> None:
+    tuner = start(tmp_path, datasets)
     descendants = wait_for_probe(tuner)
     tuner.send_signal(signal.SIGTERM)
     out, err = tuner.communicate(timeout=60)
@@ -78,8 +80,10 @@ def test_sigterm_stops_the_run_like_ctrl_c(tmp_path: Path) -> None:
     assert not list((tmp_path / "tmp").glob("autotune-probe-*"))
 
 
-def test_after_sigkill_the_probe_child_takes_itself_and_its_files_down(tmp_path: Path) -> None:
-    tuner = start(tmp_path)
+def test_after_sigkill_the_probe_child_takes_itself_and_its_files_down(
+    tmp_path: Path, datasets: Path
+) -> None:
+    tuner = start(tmp_path, datasets)
     descendants = wait_for_probe(tuner)
     tuner.send_signal(signal.SIGKILL)
     tuner.communicate(timeout=60)

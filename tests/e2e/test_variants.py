@@ -11,6 +11,7 @@ import pytest
 
 from probes.catalogue import cut_down
 from tests.cli import SMALL_ACT, autotune, set_flags
+from tests.e2e.shared import sharing
 
 pytestmark = pytest.mark.slow
 
@@ -21,11 +22,11 @@ SMALL_ACT_FLAGS = set_flags(SMALL_ACT)
 SMALL_SMOLVLA = set_flags(cut_down("smolvla", "tiny"))
 
 
-def test_smolvla_runs_end_to_end_with_a_target_batch(tmp_path: Path) -> None:
+def test_smolvla_runs_end_to_end_with_a_target_batch(tmp_path: Path, datasets: Path) -> None:
     proc = autotune(
         "run", "--policy", "smolvla", "--device", "cpu", "--precision", "fp32", "--memory-limit", "400MiB",
         "--image-size", "48x64", "--trials", "1", "--soak-steps", "0", "--throughput-points", "1", "--no-estimate",
-        "--target-batch", "12", "--max-batch", "4", *SMALL_SMOLVLA, cwd=tmp_path,
+        "--target-batch", "12", "--max-batch", "4", *SMALL_SMOLVLA, cwd=sharing(datasets, tmp_path),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     profile = json.loads((tmp_path / "results" / "profiles" / "smolvla.json").read_text())
@@ -61,13 +62,13 @@ def test_compare_tunes_checkpointing_on_and_off_and_prints_what_the_trainer_runs
     assert "compared" in proc.stdout
 
 
-def test_two_ranks_tune_the_batch_per_gpu_and_print_the_launch(tmp_path: Path) -> None:
+def test_two_ranks_tune_the_batch_per_gpu_and_print_the_launch(tmp_path: Path, datasets: Path) -> None:
     # Two gloo ranks on the CPU: the same path as --gpus 2 on two GPUs, NCCL aside. One batch probe
     # (--max-batch 1): each is a torchrun job, and what this checks is the launch and the batch per GPU.
     proc = autotune(
         "run", "--policy", "act", "--device", "cpu", "--gpus", "2", "--memory-limit", "520MiB",
         "--image-size", "48x64", "--trials", "1", "--trainer-only", "--throughput-points", "1",
-        "--soak-steps", "0", "--max-batch", "1", "--no-estimate", *SMALL_ACT_FLAGS, cwd=tmp_path,
+        "--soak-steps", "0", "--max-batch", "1", "--no-estimate", *SMALL_ACT_FLAGS, cwd=sharing(datasets, tmp_path),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     profile = json.loads((tmp_path / "results" / "profiles" / "act.json").read_text())

@@ -29,8 +29,13 @@ def request(world_size: int, budget: int = 4 * 1024 * MiB) -> ProbeRequest:
     )  # fmt: skip
 
 
-def test_each_rank_holds_the_gradient_buckets_on_top_of_one_process() -> None:
-    single = run_probe(request(1), 300)
+@pytest.fixture(scope="module")
+def single() -> ProbeResult:
+    """The same probe as one process, which both tests below compare a job with."""
+    return run_probe(request(1), 300)
+
+
+def test_each_rank_holds_the_gradient_buckets_on_top_of_one_process(single: ProbeResult) -> None:
     job = run_probe(request(2), 300)
     assert single.fits and job.fits, (single.message, job.message)
     assert job.world_size == 2 and len(job.rank_peaks_bytes) == 2
@@ -45,8 +50,8 @@ def test_each_rank_holds_the_gradient_buckets_on_top_of_one_process() -> None:
     assert job.samples_per_s == pytest.approx(2 * 8 / job.step_time_s)
 
 
-def test_a_budget_every_rank_passes_is_the_jobs_out_of_memory() -> None:
-    single = run_probe(request(1), 300)
+def test_a_budget_every_rank_passes_is_the_jobs_out_of_memory(single: ProbeResult) -> None:
+    assert single.fits, single.message
     # Room for one process's peak but not for the buckets on top.
     job = run_probe(request(2, budget=single.peak_reserved_bytes + 8 * MiB), 300)
     assert job.status == "oom" and job.message.startswith("rank "), job.message

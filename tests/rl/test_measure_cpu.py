@@ -67,7 +67,7 @@ def test_rrd_measure_finds_the_largest_batch_sizes(tmp_path: Path) -> None:
     proc = autotune(
         *("rl", "rrd", "--batch-size", "32", "--rrd-batch-size", "64", "--rrd-sample-size", "16"),
         *("--train-batches", "8", "--obs-shape", "24x24x3", "--act-dim", "4", "--measure"),
-        *("--hidden", "64,64", "--reward-hidden", "64", "--device", "cpu", "--max-batch", "256"),
+        *("--hidden", "64,64", "--reward-hidden", "64", "--device", "cpu", "--max-batch", "64"),
         *("--memory-limit", "64MiB", "--results", str(results), "--json"),
         cwd=tmp_path,
         timeout=900,
