@@ -31,7 +31,7 @@ from autotune.outputs.profile import Profile, ProfileError, read_profile, up_to_
 from autotune.outputs.results import RUN_COLUMNS, append_rows
 from autotune.redact import has_secret, hide_secrets
 from autotune.run.config import RunConfig
-from autotune.run.context import ensure_writable, open_run
+from autotune.run.context import check_results_unwritten, ensure_writable, open_run
 from autotune.run.lock import run_lock
 from autotune.run.probe_client import allow_children, run_probe, stop_children
 from autotune.trainer.verify import verify_profile
@@ -585,6 +585,23 @@ def test_results_that_is_a_file_is_named_as_one(tmp_path: Path) -> None:
     ):
         ensure_writable(tmp_path / "r2")
     assert blocker.read_text() == "x" and profiles_file.read_text() == "x"
+
+
+def test_what_can_be_told_without_writing_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    # A file above the results folder, and a study that is not one: each one line, nothing created.
+    (tmp_path / "above").write_text("x")
+    with pytest.raises(
+        UserError, match=r"results folder .*above/results cannot be written: .*above is a file"
+    ):
+        check_results_unwritten(tmp_path / "above" / "results", "act", None)
+    (tmp_path / "r" / "studies").mkdir(parents=True)
+    (tmp_path / "r" / "studies" / "act.db").write_bytes(b"junk" * 99)
+    with pytest.raises(UserError, match=r"act\.db.*not a worker study"):
+        check_results_unwritten(tmp_path / "r", "act", None)
+    assert sorted(p.name for p in (tmp_path / "r").rglob("*")) == ["act.db", "studies"]
+    check_results_unwritten(tmp_path / "r", "act", "sqlite:///elsewhere.db")  # a shared storage: later
+    check_results_unwritten(tmp_path / "new", "act", None)  # nothing there yet: nothing to refuse
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize(
