@@ -2,7 +2,8 @@
 whole session (tests/e2e/test_run.py checks it, tests/e2e/test_verify.py verifies a copy of its
 profile in the real lerobot-train, tests/e2e/test_train.py trains from it), so the suite tunes it
 once: tests/conftest.py keeps those modules on one pytest-xdist worker (a module that uses it joins
-them in ``TOGETHER`` there)."""
+them in ``TOGETHER`` there). Also the session's one folder of synthetic datasets, which the runs on
+the same shapes share (:func:`datasets`, :func:`sharing`)."""
 
 from __future__ import annotations
 
