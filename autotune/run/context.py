@@ -99,10 +99,21 @@ def check_results_unwritten(results: Path, policy: str, storage: str | None) -> 
     studies = results / "studies"
     _refuse_blocked(results, studies)
     study = studies / f"{policy}.db"
-    if storage is None and study.is_file():
+    if storage is None and study.is_file() and not _sqlite_or_empty(study):
         from autotune.tuning.study_storage import open_storage
 
-        open_storage(study)  # an existing file: read, and one line if it is not a study
+        open_storage(study)  # not a database at all: the one line it gives under the run's lock, now
+
+
+def _sqlite_or_empty(path: Path) -> bool:
+    """Whether ``path`` starts as an SQLite database does (or is empty, which SQLite opens as a new
+    one): such a file is opened under the run's lock, where another run may be writing to it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError:
+        return True  # unreadable: said under the lock, with the rest of the folder's checks
+    return not head or head == b"SQLite format 3\x00"
 
 
 def _refuse_blocked(results: Path, folder: Path) -> None:

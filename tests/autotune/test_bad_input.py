@@ -600,6 +600,8 @@ def test_what_can_be_told_without_writing_is_refused_before_anything_is_written(
         check_results_unwritten(tmp_path / "r", "act", None)
     assert sorted(p.name for p in (tmp_path / "r").rglob("*")) == ["act.db", "studies"]
     check_results_unwritten(tmp_path / "r", "act", "sqlite:///elsewhere.db")  # a shared storage: later
+    (tmp_path / "r" / "studies" / "act.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 84)
+    check_results_unwritten(tmp_path / "r", "act", None)  # a database: opened later, under the lock
     check_results_unwritten(tmp_path / "new", "act", None)  # nothing there yet: nothing to refuse
     assert not (tmp_path / "new").exists()
 
