@@ -94,7 +94,7 @@ MIN_FREE_BYTES = 256 * 1024**2  # for the synthetic dataset, the studies, plots 
 def check_results_unwritten(results: Path, policy: str, storage: str | None) -> None:
     """What :func:`ensure_writable` and :func:`check_study_storage` would refuse and can be told
     without writing anything, checked before torch starts (seconds sooner): a file where the results
-    folder (or one above it) should be, and a worker study there that is not an Optuna storage."""
+    folder (or one above it) should be, and a worker study there that is not a database at all."""
     _refuse_blocked(results, results)
     studies = results / "studies"
     _refuse_blocked(results, studies)
