@@ -94,8 +94,9 @@ def prepare_run(
     no probe runs."""
     from autotune import fleet
     from autotune.machine.devices import probe_environment, resolve_device
-    from autotune.run.context import check_planned, check_results_unwritten
+    from autotune.run.context import check_planned
     from autotune.run.probe_client import remove_orphaned_folders
+    from autotune.run.results_folder import check_results_unwritten
 
     storage = fleet.resolve(args.storage, args.storage_file)
     if storage is not None:

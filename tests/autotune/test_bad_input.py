@@ -31,9 +31,10 @@ from autotune.outputs.profile import Profile, ProfileError, read_profile, up_to_
 from autotune.outputs.results import RUN_COLUMNS, append_rows
 from autotune.redact import has_secret, hide_secrets
 from autotune.run.config import RunConfig
-from autotune.run.context import check_results_unwritten, ensure_writable, open_run
+from autotune.run.context import open_run
 from autotune.run.lock import run_lock
 from autotune.run.probe_client import allow_children, run_probe, stop_children
+from autotune.run.results_folder import check_results_unwritten, ensure_writable
 from autotune.trainer.verify import verify_profile
 from autotune.trainer.versions import find_trainer
 from probes.protocol import Environment, ProbeRequest

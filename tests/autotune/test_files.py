@@ -9,7 +9,7 @@ import pytest
 
 from autotune.errors import UserError
 from autotune.files import append_whole, write_atomic
-from autotune.run.context import ensure_writable
+from autotune.run.results_folder import ensure_writable
 
 
 def full_disk(*args: object, **kwargs: object) -> None:
