@@ -53,8 +53,10 @@ def check_run_flags(
     """Refuse, with run's own line, the flags ``autotune run`` would refuse: its parser (an
     unknown flag, a bad value: exit 2 there), then everything it checks before opening the run
     (the policy, the trainer, the device, the settings; the storage URL parsed, not connected to)."""
-    from autotune.cli import build_parser
+    from autotune.cli import run as run_command
     from autotune.run.prepare import prepare_run
 
-    args = build_parser().parse_args(["run", "--policy", policy, "--results", str(results), *extra])
+    parser = A.Parser(prog="autotune")  # run's own parser, as `autotune run` builds it
+    run_command.add_parser(parser.add_subparsers(dest="command", required=True, parser_class=A.Parser))
+    args = parser.parse_args(["run", "--policy", policy, "--results", str(results), *extra])
     prepare_run(args, nightly=True, environment=environment)
