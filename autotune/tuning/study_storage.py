@@ -88,9 +88,10 @@ def fleet_url_shown(url: str) -> str:
 
 
 def take_over(study: optuna.Study, shared: bool = False) -> int:
-    """Trials an earlier, killed run left running are failed and queued again; their number. On
-    storage ``shared`` between machines a running trial may be another machine's: only those whose
-    heartbeat stopped are taken over."""
+    """Trials an earlier, killed run left running are failed, so that the study tries their settings
+    again first (as it does every failed trial's); their number. On storage ``shared`` between
+    machines a running trial may be another machine's: only those whose heartbeat stopped are taken
+    over."""
     optuna.storages.fail_stale_trials(study)  # heartbeat-stale trials, queued again by the callback
     if shared:
         return 0
@@ -98,6 +99,5 @@ def take_over(study: optuna.Study, shared: bool = False) -> int:
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         # By number: Study.tell finishes a running trial that another process asked for.
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(trial.params, skip_if_exists=True)
         taken += 1
     return taken
