@@ -106,8 +106,8 @@ def prepare_run(
             fleet.check(storage)  # reachable, authenticated, its runs table: before any probe
     backend = resolve_backend(args.backend)
     trainer, overrides = _trainer_and_overrides(args, backend)
+    check_results_unwritten(args.results, args.policy, storage)  # before torch; a nightly run's too
     if not nightly:
-        check_results_unwritten(args.results, args.policy, storage)  # before torch starts
         remove_orphaned_folders()
     if environment is None:
         environment = probe_environment()

@@ -475,6 +475,26 @@ def test_schedule_refuses_what_the_nightly_run_would_refuse_with_its_line(
     assert not (tmp_path / "config").exists()  # no timer that fails every night
 
 
+@pytest.mark.parametrize("blocked", ["results is a file", "junk study"])
+def test_schedule_refuses_a_results_folder_the_nightly_run_could_never_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, blocked: str
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / "results"
+    if blocked == "results is a file":
+        results.write_text("not a folder")
+        fragments = ["results folder", "is a file, not a folder"]
+    else:
+        (results / "studies").mkdir(parents=True)
+        (results / "studies" / "act.db").write_bytes(b"\xff\xfe not SQLite " * 50)
+        fragments = ["act.db is not a worker study"]
+    code, out, err = cli(capsys, "schedule", "--policy", "act", "--install", "--results", str(results))
+    assert code == 2 and out == ""
+    one_line(err, *fragments)
+    assert not (tmp_path / "config").exists()  # no timer that fails every night
+
+
 def test_installed_units_hold_no_password_and_the_url_file_is_the_owners_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
